@@ -1,0 +1,42 @@
+// Waiting on a condition with a deadline, never on a fixed sleep.
+import { setTimeout as delay } from 'node:timers/promises';
+
+export class DeadlineError extends Error {
+  readonly code = 'deadline_exceeded';
+}
+
+export interface WaitOptions {
+  timeoutMs: number;
+  intervalMs?: number;
+  /** What is being waited for, for the error message. */
+  what: string;
+  signal?: AbortSignal;
+}
+
+/** Re-checks `condition` until it returns a value other than undefined/false, or the deadline. */
+export async function waitFor<T>(
+  condition: () => Promise<T | undefined | false> | T | undefined | false,
+  opts: WaitOptions,
+): Promise<T> {
+  const deadline = performance.now() + opts.timeoutMs;
+  let interval = opts.intervalMs ?? 25;
+  let lastError: unknown;
+  for (;;) {
+    opts.signal?.throwIfAborted();
+    try {
+      const value = await condition();
+      if (value !== undefined && value !== false) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    const left = deadline - performance.now();
+    if (left <= 0) {
+      const why = lastError instanceof Error ? `: ${lastError.message}` : '';
+      throw new DeadlineError(
+        `timed out after ${opts.timeoutMs} ms waiting for ${opts.what}${why}`,
+      );
+    }
+    await delay(Math.min(interval, left), undefined, { signal: opts.signal });
+    interval = Math.min(interval * 2, 500);
+  }
+}

@@ -1,0 +1,144 @@
+// A buildkitd with mutual TLS on a loopback port, its own CA, and a way to mint client
+// certificates from that CA or any other, for tests that talk to a real builder.
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { ExecutionContext } from 'ava';
+import * as pki from '../../common/pki';
+import { freePort } from '../../common/net';
+import { toolPath } from '../../common/tools';
+import { Buildkitd } from '../../machine/buildkitd';
+import { renderBuildkitdConfig } from '../../machine/buildkitd-config';
+import { tempDir } from './tmp';
+
+const execFileAsync = promisify(execFile);
+const hour = 3600_000;
+
+export interface ClientFiles {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+export interface MtlsBuildkitd {
+  address: string;
+  serverName: string;
+  ca: pki.CertificateAuthority;
+  dir: string;
+  /** Writes a client key (0600) and a certificate signed by `ca` (default: this builder's CA). */
+  clientFiles(name: string, ca?: pki.CertificateAuthority): Promise<ClientFiles>;
+}
+
+export async function startMtlsBuildkitd(t: ExecutionContext): Promise<MtlsBuildkitd> {
+  const dir = await tempDir(t, 'buildkitd');
+  const now = Date.now();
+  const ca = await pki.createCa(
+    'slipway test builder CA',
+    new Date(now - hour),
+    new Date(now + hour),
+  );
+  const serverName = 'builder.slipway.test';
+  const serverKeys = await pki.generateKeyPair();
+  const serverCert = await pki.issueCertificate({
+    ca: { certPem: ca.certPem, privateKey: ca.keys.privateKey },
+    publicKey: serverKeys.publicKey,
+    commonName: serverName,
+    dnsNames: [serverName],
+    ipAddresses: ['127.0.0.1'],
+    usage: 'server',
+    notBefore: new Date(now - hour),
+    notAfter: new Date(now + hour),
+  });
+  const tls = {
+    certFile: path.join(dir, 'server.pem'),
+    keyFile: path.join(dir, 'server-key.pem'),
+    caFile: path.join(dir, 'client-ca.pem'),
+  };
+  await writeFile(tls.certFile, serverCert);
+  await writeFile(tls.keyFile, await pki.privateKeyToPem(serverKeys.privateKey), { mode: 0o600 });
+  await writeFile(tls.caFile, ca.certPem);
+  const port = await freePort();
+  const unixSocket = path.join(dir, 'buildkitd.sock');
+  const configFile = path.join(dir, 'buildkitd.toml');
+  await writeFile(
+    configFile,
+    renderBuildkitdConfig({
+      root: path.join(dir, 'root'),
+      tcpAddress: `127.0.0.1:${port}`,
+      unixSocket,
+      debugAddress: `127.0.0.1:${await freePort()}`,
+      tls,
+      maxUsedBytes: 2 * 1024 ** 3,
+      minFreeBytes: 1024 ** 3,
+    }),
+  );
+  const daemon = new Buildkitd({
+    configFile,
+    listeners: 2,
+    unixSocket,
+    logFile: path.join(dir, 'buildkitd.log'),
+  });
+  await daemon.start(60_000);
+  t.teardown(() => daemon.stop(10_000));
+
+  return {
+    address: `tcp://127.0.0.1:${port}`,
+    serverName,
+    ca,
+    dir,
+    async clientFiles(name, signer = ca) {
+      const clientDir = path.join(dir, 'clients', name);
+      await mkdir(clientDir, { recursive: true });
+      const keys = await pki.generateKeyPair();
+      const cert = await pki.issueCertificate({
+        ca: { certPem: signer.certPem, privateKey: signer.keys.privateKey },
+        publicKey: keys.publicKey,
+        commonName: name,
+        usage: 'client',
+        notBefore: new Date(Date.now() - hour),
+        notAfter: new Date(Date.now() + hour),
+      });
+      const files = {
+        caFile: path.join(clientDir, 'ca.pem'),
+        certFile: path.join(clientDir, 'cert.pem'),
+        keyFile: path.join(clientDir, 'key.pem'),
+      };
+      await writeFile(files.caFile, ca.certPem);
+      await writeFile(files.certFile, cert);
+      await writeFile(files.keyFile, await pki.privateKeyToPem(keys.privateKey), { mode: 0o600 });
+      return files;
+    },
+  };
+}
+
+export interface BuildctlResult {
+  code: number;
+  output: string;
+}
+
+/** Runs buildctl against the builder; never throws on a non-zero exit. */
+export async function buildctl(
+  b: MtlsBuildkitd,
+  client: Partial<ClientFiles>,
+  args: string[],
+): Promise<BuildctlResult> {
+  // The builder's CA signs both its server certificate and its clients' certificates.
+  const tlsArgs = ['--addr', b.address, '--tlsservername', b.serverName];
+  tlsArgs.push('--tlscacert', path.join(b.dir, 'client-ca.pem'));
+  if (client.certFile) tlsArgs.push('--tlscert', client.certFile);
+  if (client.keyFile) tlsArgs.push('--tlskey', client.keyFile);
+  try {
+    const { stdout, stderr } = await execFileAsync(toolPath('buildctl'), [...tlsArgs, ...args], {
+      timeout: 120_000,
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    return { code: 0, output: stdout + stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return {
+      code: typeof e.code === 'number' ? e.code : 1,
+      output: `${e.stdout ?? ''}${e.stderr ?? ''}`,
+    };
+  }
+}
