@@ -60,11 +60,15 @@ test('buildkitd with mutual TLS builds Dockerfiles for a client of its CA and re
   const stranger = await builder.clientFiles('stranger', otherCa);
   const refusedStranger = await buildctl(builder, stranger, ['debug', 'workers']);
   t.not(refusedStranger.code, 0, 'a certificate from another CA is refused');
-  t.regex(refusedStranger.output, /certificate|tls|handshake|authority/i);
+  // TLS 1.3 rejects the client certificate after the handshake, so the words vary
+  // (bad certificate, broken pipe, connection reset); what matters is that no worker is listed.
+  t.notRegex(refusedStranger.output, /linux\/amd64/);
 
   const refusedAnonymous = await buildctl(builder, {}, ['debug', 'workers']);
   t.not(refusedAnonymous.code, 0, 'a client without a certificate is refused');
+  t.notRegex(refusedAnonymous.output, /linux\/amd64/);
 
   const accepted = await buildctl(builder, good, ['debug', 'workers']);
   t.is(accepted.code, 0, 'the right client still gets in');
+  t.regex(accepted.output, /linux\/amd64/);
 });
