@@ -5,6 +5,11 @@ export default tseslint.config(
   { ignores: ['node_modules/', 'dist/', 'test-results/'] },
   ...tseslint.configs.recommended,
   {
+    // Plain CommonJS launchers (bin scripts) load TypeScript through tsx with require().
+    files: ['**/*.js', '**/*.cjs'],
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
     rules: {
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
     },
