@@ -1,4 +1,6 @@
-// Lint setup: typescript-eslint's recommended rules over the whole tree.
+// Lint setup: typescript-eslint's recommended rules over the whole tree, and the Rules of React
+// (eslint-plugin-react-hooks) over the dashboard.
+import reactHooks from 'eslint-plugin-react-hooks';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
@@ -14,4 +16,5 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
     },
   },
+  { files: ['dashboard/**/*.{ts,tsx}'], ...reactHooks.configs.flat.recommended },
 );
