@@ -580,11 +580,20 @@ export type SyncResponse = z.infer<typeof syncResponseSchema>;
 
 export const instanceIdentitySchema = z
   .object({
-    /** The IMDSv2 instance identity document (JSON text) and its PKCS#7 signature. */
+    /**
+     * The IMDSv2 instance identity document (JSON text) and its PKCS#7 signature, base64 as IMDS
+     * serves it from /latest/dynamic/instance-identity/rsa2048 (RSA-SHA256, verified with AWS's
+     * per-region RSA certificate).
+     */
     document: z.string().max(8192),
     signature: z.string().max(8192),
   })
   .strict();
+
+/** The TLS server name of a machine's BuildKit, which clients pass as --tlsservername. */
+export function builderServerName(machineId: string): string {
+  return `${machineId}.builders.slipway.internal`;
+}
 
 export const machineRegisterSchema = z
   .object({
@@ -614,7 +623,15 @@ export const buildkitTaskSchema = z.object({
   /** Increases with every new task; the agent restarts BuildKit when it changes. */
   generation: z.number().int(),
   projectId: idSchema('project'),
-  volume: z.object({ id: idSchema('volume'), sizeGb: z.number().int() }),
+  volume: z.object({
+    id: idSchema('volume'),
+    sizeGb: z.number().int(),
+    /**
+     * AWS: the EBS volume id (vol-0abc...), as the cloud-agent observed it. The machine finds the
+     * attached device by it (/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0abc...).
+     */
+    providerId: z.string().max(128).optional(),
+  }),
   serverName: z.string(),
   serverCertificate: z.string(),
   /** The machine's CA, which signs each build's client certificate. */
