@@ -47,3 +47,21 @@ export function renderBuildkitdConfig(c: BuildkitdConfigInput): string {
     '',
   ].join('\n');
 }
+
+const GiB = 1024 ** 3;
+
+/**
+ * GC limits for a task: what the control plane asked for, but never more than the volume's size
+ * nor (when the filesystem is known) more than its capacity less the space GC must keep free.
+ */
+export function gcLimits(
+  requested: { maxUsedBytes: number; minFreeBytes: number },
+  volumeSizeGb: number,
+  filesystemBytes?: number,
+): { maxUsedBytes: number; minFreeBytes: number } {
+  let maxUsedBytes = Math.min(requested.maxUsedBytes, volumeSizeGb * GiB);
+  if (filesystemBytes !== undefined && filesystemBytes > 0) {
+    maxUsedBytes = Math.min(maxUsedBytes, filesystemBytes - requested.minFreeBytes);
+  }
+  return { maxUsedBytes: Math.max(maxUsedBytes, 0), minFreeBytes: requested.minFreeBytes };
+}

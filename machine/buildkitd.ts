@@ -28,21 +28,34 @@ export interface BuildkitdOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+export interface BuildkitdExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export function describeExit(exit: BuildkitdExit): string {
+  return exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code}`;
+}
+
 export class Buildkitd {
   private child: ChildProcess | undefined;
   private log: WriteStream | undefined;
-  private exited: Promise<number | null> | undefined;
+  private exited: Promise<BuildkitdExit> | undefined;
   private lastLines: string[] = [];
 
   constructor(private readonly opts: BuildkitdOptions) {}
 
+  get running(): boolean {
+    return !!this.child && this.child.exitCode === null && this.child.signalCode === null;
+  }
+
   get pid(): number | undefined {
-    return this.child?.exitCode === null ? this.child.pid : undefined;
+    return this.running ? this.child?.pid : undefined;
   }
 
   /** Resolves once every listener is serving and a worker answers on the unix socket. */
   async start(timeoutMs: number): Promise<void> {
-    if (this.child && this.child.exitCode === null) throw new Error('buildkitd is already running');
+    if (this.running) throw new Error('buildkitd is already running');
     this.log = createWriteStream(this.opts.logFile, { flags: 'a', mode: 0o600 });
     const child = spawn(toolPath('buildkitd'), ['--config', this.opts.configFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -50,7 +63,10 @@ export class Buildkitd {
     });
     this.child = child;
     this.lastLines = [];
-    this.exited = once(child, 'exit').then(([code]) => code as number | null);
+    this.exited = once(child, 'exit').then(([code, signal]) => ({
+      code: code as number | null,
+      signal: signal as NodeJS.Signals | null,
+    }));
     let serving = 0;
     let onServing: () => void = () => undefined;
     const allServing = new Promise<void>((resolve) => (onServing = resolve));
@@ -75,10 +91,10 @@ export class Buildkitd {
         timeoutMs,
       );
     });
-    const exitedEarly = this.exited.then((code) => {
+    const exitedEarly = this.exited.then((exit) => {
       throw new BuildkitdError(
         'buildkitd_exited',
-        `buildkitd exited with code ${code} while starting: ${this.lastLines.slice(-5).join(' | ')}`,
+        `buildkitd ended while starting (${describeExit(exit)}): ${this.lastLines.slice(-5).join(' | ')}`,
       );
     });
     try {
@@ -106,15 +122,20 @@ export class Buildkitd {
     }
   }
 
-  /** Resolves with the exit code when the process ends on its own or is stopped. */
-  waitExit(): Promise<number | null> {
-    return this.exited ?? Promise.resolve(null);
+  /** Resolves with how the process ended, on its own or stopped. */
+  waitExit(): Promise<BuildkitdExit> {
+    return this.exited ?? Promise.resolve({ code: null, signal: null });
+  }
+
+  /** Its last lines of output, for error reports. */
+  recentOutput(lines = 5): string {
+    return this.lastLines.slice(-lines).join(' | ');
   }
 
   /** SIGTERM, then SIGKILL if it has not exited within `deadlineMs`. */
   async stop(deadlineMs: number): Promise<void> {
     const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return this.closeLog();
+    if (!child || !this.running) return this.closeLog();
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), deadlineMs);
     await this.exited;

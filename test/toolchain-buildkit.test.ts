@@ -4,26 +4,10 @@ import test from 'ava';
 import { copyFile, cp, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as pki from '../common/pki';
-import { startMtlsBuildkitd, buildctl } from './helpers/mtls-buildkitd';
+import { startMtlsBuildkitd, buildctl, dockerfileBuildArgs } from './helpers/mtls-buildkitd';
 import { tempDir } from './helpers/tmp';
 
 const fixtures = path.join(__dirname, 'fixtures');
-
-function buildArgs(context: string, dest: string): string[] {
-  return [
-    'build',
-    '--frontend',
-    'dockerfile.v0',
-    '--local',
-    `context=${context}`,
-    '--local',
-    `dockerfile=${context}`,
-    '--output',
-    `type=local,dest=${dest}`,
-    '--progress',
-    'plain',
-  ];
-}
 
 test('buildkitd with mutual TLS builds Dockerfiles for a client of its CA and refuses others', async (t) => {
   const builder = await startMtlsBuildkitd(t);
@@ -34,7 +18,7 @@ test('buildkitd with mutual TLS builds Dockerfiles for a client of its CA and re
   const scratch = await buildctl(
     builder,
     good,
-    buildArgs(path.join(fixtures, 'scratch-copy'), scratchOut),
+    dockerfileBuildArgs(path.join(fixtures, 'scratch-copy'), scratchOut),
   );
   t.is(scratch.code, 0, scratch.output);
   t.is(
@@ -47,7 +31,7 @@ test('buildkitd with mutual TLS builds Dockerfiles for a client of its CA and re
   await cp(path.join(fixtures, 'busybox-run'), runContext, { recursive: true });
   await copyFile('/bin/busybox', path.join(runContext, 'busybox'));
   const runOut = path.join(work, 'run-out');
-  const run = await buildctl(builder, good, buildArgs(runContext, runOut));
+  const run = await buildctl(builder, good, dockerfileBuildArgs(runContext, runOut));
   t.is(run.code, 0, run.output);
   t.is(await readFile(path.join(runOut, 'run.txt'), 'utf8'), 'made-by-run\n');
 

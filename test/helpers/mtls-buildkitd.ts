@@ -21,9 +21,15 @@ export interface ClientFiles {
   keyFile: string;
 }
 
-export interface MtlsBuildkitd {
+/** Where buildctl connects and what it trusts. */
+export interface BuildkitTarget {
   address: string;
   serverName: string;
+  /** The CA that signed the server's certificate. */
+  caFile: string;
+}
+
+export interface MtlsBuildkitd extends BuildkitTarget {
   ca: pki.CertificateAuthority;
   dir: string;
   /** Writes a client key (0600) and a certificate signed by `ca` (default: this builder's CA). */
@@ -85,31 +91,57 @@ export async function startMtlsBuildkitd(t: ExecutionContext): Promise<MtlsBuild
   return {
     address: `tcp://127.0.0.1:${port}`,
     serverName,
+    caFile: tls.caFile,
     ca,
     dir,
-    async clientFiles(name, signer = ca) {
-      const clientDir = path.join(dir, 'clients', name);
-      await mkdir(clientDir, { recursive: true });
-      const keys = await pki.generateKeyPair();
-      const cert = await pki.issueCertificate({
-        ca: { certPem: signer.certPem, privateKey: signer.keys.privateKey },
-        publicKey: keys.publicKey,
-        commonName: name,
-        usage: 'client',
-        notBefore: new Date(Date.now() - hour),
-        notAfter: new Date(Date.now() + hour),
-      });
-      const files = {
-        caFile: path.join(clientDir, 'ca.pem'),
-        certFile: path.join(clientDir, 'cert.pem'),
-        keyFile: path.join(clientDir, 'key.pem'),
-      };
-      await writeFile(files.caFile, ca.certPem);
-      await writeFile(files.certFile, cert);
-      await writeFile(files.keyFile, await pki.privateKeyToPem(keys.privateKey), { mode: 0o600 });
-      return files;
-    },
+    clientFiles: (name, signer = ca) =>
+      writeClientFiles(path.join(dir, 'clients', name), name, signer, ca.certPem),
   };
+}
+
+/** A client key (0600) and a certificate for it signed by `signer`, plus the CA to trust. */
+export async function writeClientFiles(
+  dir: string,
+  name: string,
+  signer: pki.CertificateAuthority,
+  trustedCaPem: string,
+): Promise<ClientFiles> {
+  await mkdir(dir, { recursive: true });
+  const keys = await pki.generateKeyPair();
+  const cert = await pki.issueCertificate({
+    ca: { certPem: signer.certPem, privateKey: signer.keys.privateKey },
+    publicKey: keys.publicKey,
+    commonName: name,
+    usage: 'client',
+    notBefore: new Date(Date.now() - hour),
+    notAfter: new Date(Date.now() + hour),
+  });
+  const files = {
+    caFile: path.join(dir, 'ca.pem'),
+    certFile: path.join(dir, 'cert.pem'),
+    keyFile: path.join(dir, 'key.pem'),
+  };
+  await writeFile(files.caFile, trustedCaPem);
+  await writeFile(files.certFile, cert);
+  await writeFile(files.keyFile, await pki.privateKeyToPem(keys.privateKey), { mode: 0o600 });
+  return files;
+}
+
+/** buildctl arguments that build the Dockerfile in `context` and export the result to `dest`. */
+export function dockerfileBuildArgs(context: string, dest: string): string[] {
+  return [
+    'build',
+    '--frontend',
+    'dockerfile.v0',
+    '--local',
+    `context=${context}`,
+    '--local',
+    `dockerfile=${context}`,
+    '--output',
+    `type=local,dest=${dest}`,
+    '--progress',
+    'plain',
+  ];
 }
 
 export interface BuildctlResult {
@@ -119,13 +151,12 @@ export interface BuildctlResult {
 
 /** Runs buildctl against the builder; never throws on a non-zero exit. */
 export async function buildctl(
-  b: MtlsBuildkitd,
+  b: BuildkitTarget,
   client: Partial<ClientFiles>,
   args: string[],
 ): Promise<BuildctlResult> {
-  // The builder's CA signs both its server certificate and its clients' certificates.
   const tlsArgs = ['--addr', b.address, '--tlsservername', b.serverName];
-  tlsArgs.push('--tlscacert', path.join(b.dir, 'client-ca.pem'));
+  tlsArgs.push('--tlscacert', b.caFile);
   if (client.certFile) tlsArgs.push('--tlscert', client.certFile);
   if (client.keyFile) tlsArgs.push('--tlskey', client.keyFile);
   try {
