@@ -1,0 +1,94 @@
+// Registration: the machine proves who it is once, with its single-use registration token (and
+// on AWS the signed instance identity document), and gets a machine token for everything after.
+// The BuildKit server key is generated here and only its CSR leaves the machine.
+import { isIP } from 'node:net';
+import type { Logger } from 'pino';
+import { ApiError } from '../common/api';
+import * as pki from '../common/pki';
+import { builderServerName, type MachineAgentConfig } from '../common/protocol';
+import { MachineAgentError } from './errors';
+import type { ControlPlane } from './control-plane';
+import type { ImdsClient } from './imds';
+import type { MachineIdentity, StateDir } from './state';
+
+export interface RegistrationDeps {
+  config: MachineAgentConfig;
+  state: StateDir;
+  controlPlane: ControlPlane;
+  /** AWS only: where the identity document comes from. */
+  imds?: ImdsClient;
+  endpoint: { host: string; port: number };
+  agentVersion: string;
+  deadlineMs: number;
+  logger: Logger;
+}
+
+/** The stored identity when this state directory already registered, otherwise a registration. */
+export async function ensureRegistered(deps: RegistrationDeps): Promise<MachineIdentity> {
+  const { config, state, logger } = deps;
+  const stored = await state.readIdentity();
+  if (stored) {
+    if (stored.machineId !== config.machineId) {
+      throw new MachineAgentError(
+        'state_mismatch',
+        `the state directory ${state.dir} belongs to machine ${stored.machineId}, not ${config.machineId}; give each machine its own SLIPWAY_STATE_DIR`,
+      );
+    }
+    logger.info({ machineId: stored.machineId }, 'already registered; resuming');
+    return stored;
+  }
+
+  // A fresh key on every attempt: until the control plane signs a certificate for it, a key
+  // left behind by a crash is worth nothing.
+  const keys = await pki.generateKeyPair();
+  await state.writeServerKey(await pki.privateKeyToPem(keys.privateKey));
+  const serverName = builderServerName(config.machineId);
+  const csr = await pki.createCsr(keys, {
+    commonName: serverName,
+    dnsNames: [serverName],
+    ipAddresses: isIP(deps.endpoint.host) ? [deps.endpoint.host] : [],
+  });
+  const identity = deps.imds ? await deps.imds.instanceIdentity() : undefined;
+
+  logger.info({ machineId: config.machineId, endpoint: deps.endpoint }, 'registering');
+  let registered;
+  try {
+    registered = await deps.controlPlane.call(
+      'machineRegister',
+      {
+        body: {
+          machineId: config.machineId,
+          registrationToken: config.registrationToken,
+          platform: config.platform,
+          endpoint: deps.endpoint,
+          csr,
+          agentVersion: deps.agentVersion,
+          ...(identity ? { identity } : {}),
+        },
+      },
+      { what: 'register with the control plane', deadlineMs: deps.deadlineMs },
+    );
+  } catch (err) {
+    if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
+      // The token is single-use: a used or unknown one will not get better by retrying.
+      throw new MachineAgentError(
+        err.code === 'already_registered' ? 'already_registered' : 'registration_refused',
+        `the control plane refused to register machine ${config.machineId}: ${err.message} (${err.code}); a registration token works once, so this machine needs a new one or must be replaced`,
+      );
+    }
+    throw err;
+  }
+  const result: MachineIdentity = {
+    machineId: config.machineId,
+    machineToken: registered.machineToken,
+    apiUrl: config.apiUrl,
+    healthIntervalSeconds: registered.healthIntervalSeconds,
+    registeredAt: new Date().toISOString(),
+  };
+  await state.writeIdentity(result);
+  logger.info(
+    { machineId: config.machineId, healthIntervalSeconds: registered.healthIntervalSeconds },
+    'registered',
+  );
+  return result;
+}
