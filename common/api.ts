@@ -188,7 +188,7 @@ export const routes = {
     query: z
       .object({
         connection: z.string().max(64).optional(),
-        includeDeleted: z.coerce.boolean().default(false),
+        includeDeleted: z.stringbool().default(false),
       })
       .strict(),
     response: z.object({ machines: z.array(p.machineSchema) }),
@@ -255,7 +255,7 @@ type BodyOf<N extends RouteName> =
 type QueryOf<N extends RouteName> =
   Def<N> extends { query: z.ZodType } ? z.input<Def<N>['query']> : undefined;
 export type ResponseOf<N extends RouteName> = z.output<Def<N>['response']>;
-type PathParams<S extends string> = S extends `${string}:${infer P}/${infer Rest}`
+export type PathParams<S extends string> = S extends `${string}:${infer P}/${infer Rest}`
   ? P | PathParams<`/${Rest}`>
   : S extends `${string}:${infer P}`
     ? P

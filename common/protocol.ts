@@ -346,6 +346,11 @@ export const buildFinishSchema = z
   })
   .strict();
 export const buildHeartbeatSchema = z.object({}).strict();
+/**
+ * A build whose CLI neither heartbeats nor long-polls its builders for this long fails and frees
+ * its builders; heartbeat at least every third of it.
+ */
+export const buildHeartbeatTimeoutSeconds = 60;
 
 // ---------------------------------------------------------------------------------------------
 // Machines and volumes, as users see them
@@ -556,6 +561,12 @@ export const desiredFleetSchema = z.object({
   aws: awsConnectionConfigSchema.nullable(),
 });
 export type DesiredFleet = z.infer<typeof desiredFleetSchema>;
+
+/**
+ * An agent's lease on its connection lasts this long after each sync ends; an agent keeps it by
+ * syncing (also with `wait=0` during a long apply). Another agent is told to wait until it lapses.
+ */
+export const agentLeaseSeconds = 120;
 
 export const syncResponseSchema = z.discriminatedUnion('lease', [
   z.object({

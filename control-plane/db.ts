@@ -1,0 +1,69 @@
+// The database: knex over SQLite (`<dataDir>/slipway.db`, WAL, busy timeout, foreign keys) with
+// the migrations in migrations.ts. Queries stay within what knex renders for PostgreSQL too:
+// times are epoch milliseconds in bigint columns, JSON is text, no SQLite-only SQL.
+import path from 'node:path';
+import knex, { type Knex } from 'knex';
+import { migrationSource } from './migrations';
+
+export type Db = Knex;
+
+export const databaseFile = 'slipway.db';
+
+interface SqliteConnection {
+  run(sql: string, cb: (err: Error | null) => void): void;
+}
+
+export async function openDatabase(dataDir: string): Promise<Db> {
+  const db = knex({
+    client: 'sqlite3',
+    connection: { filename: path.join(dataDir, databaseFile) },
+    useNullAsDefault: true,
+    // One connection: SQLite has a single writer anyway, and transactions then serialize in
+    // process instead of failing with SQLITE_BUSY.
+    pool: {
+      min: 1,
+      max: 1,
+      afterCreate(conn: SqliteConnection, done: (err: Error | null, conn: unknown) => void) {
+        const pragmas = [
+          'PRAGMA journal_mode = WAL',
+          'PRAGMA synchronous = FULL',
+          'PRAGMA busy_timeout = 5000',
+          'PRAGMA foreign_keys = ON',
+        ];
+        const next = (i: number) => {
+          if (i === pragmas.length) return done(null, conn);
+          conn.run(pragmas[i]!, (err) => (err ? done(err, conn) : next(i + 1)));
+        };
+        next(0);
+      },
+    },
+  });
+  try {
+    await db.migrate.latest({ migrationSource });
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  return db;
+}
+
+/** Numbers from bigint columns (PostgreSQL returns them as strings). */
+export function num(value: unknown): number {
+  return typeof value === 'number' ? value : Number(value);
+}
+
+export function numOrNull(value: unknown): number | null {
+  return value === null || value === undefined ? null : num(value);
+}
+
+export function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+export function isoOrNull(ms: unknown): string | null {
+  return ms === null || ms === undefined ? null : iso(num(ms));
+}
+
+export function json<T>(text: unknown, fallback: T): T {
+  return typeof text === 'string' ? (JSON.parse(text) as T) : fallback;
+}

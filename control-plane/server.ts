@@ -1,0 +1,158 @@
+// startControlPlane: the Koa app with every /v1 route of common/api.ts, /healthz, /metrics and
+// the OpenAPI document, over HTTP or HTTPS, on a data directory (SQLite database and server
+// secret). close() ends every long-poll with its current answer, then stops.
+import { mkdir, readFile } from 'node:fs/promises';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import Koa from 'koa';
+import Router from '@koa/router';
+import pino, { type Logger } from 'pino';
+import { openDatabase, type Db } from './db';
+import { errorsAndLogs, registerRoutes, type HttpContextState } from './http';
+import { createMetrics } from './metrics';
+import { LocalNotifier } from './notifier';
+import { openApiDocument } from './openapi';
+import { Reconciler } from './reconciler';
+import { agentRoutes } from './routes/agent';
+import { machineRoutes } from './routes/machine';
+import type { Services } from './routes/services';
+import { userRoutes } from './routes/user';
+import { ServerSecrets } from './secrets';
+
+export interface ControlPlaneOptions {
+  dataDir: string;
+  /** Defaults to 127.0.0.1 and any free port. */
+  listen?: { host: string; port: number };
+  /** What machines and CLIs are told to use; defaults to the listen URL. */
+  publicUrl?: string;
+  tls?: { certFile: string; keyFile: string };
+  logger?: Logger;
+  /** Node process metrics (event loop, memory) on /metrics; for the real server, not tests. */
+  processMetrics?: boolean;
+}
+
+export interface ControlPlane {
+  url: string;
+  publicUrl: string;
+  db: Db;
+  dataDir: string;
+  secrets: ServerSecrets;
+  reconciler: Reconciler;
+  close(): Promise<void>;
+}
+
+/** How long close() lets requests finish before it cuts their connections. */
+const closeGraceMs = 5000;
+
+export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
+  const log = options.logger ?? pino({ name: 'slipway-control-plane' });
+  await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
+  const secrets = await ServerSecrets.load(options.dataDir);
+  const db = await openDatabase(options.dataDir);
+  const startedAt = Date.now();
+  const closing = new AbortController();
+  const notifier = new LocalNotifier();
+  const metrics = createMetrics({
+    processMetrics: options.processMetrics ?? false,
+    pendingBuilders: async () => {
+      const row = await db('builder_requests')
+        .where({ state: 'pending' })
+        .count({ n: '*' })
+        .first();
+      return Number(row?.n ?? 0);
+    },
+  });
+  const reconciler = new Reconciler({ db, secrets, notifier, log, metrics, startedAt });
+
+  let server: http.Server;
+  try {
+    const app = new Koa();
+    const router = new Router();
+    app.use(errorsAndLogs(log, metrics));
+    router.get('/healthz', async (ctx) => {
+      (ctx.state as HttpContextState).route = '/healthz';
+      await db.raw('select 1');
+      ctx.body = { status: 'ok' };
+    });
+    router.get('/metrics', async (ctx) => {
+      (ctx.state as HttpContextState).route = '/metrics';
+      ctx.type = metrics.registry.contentType;
+      ctx.body = await metrics.registry.metrics();
+    });
+    const published: { openapi?: unknown } = {};
+    router.get('/v1/openapi.json', async (ctx) => {
+      (ctx.state as HttpContextState).route = '/v1/openapi.json';
+      ctx.body = published.openapi;
+    });
+    // Filled in once the URL is known; handlers only run after listen().
+    const svc: Services = { db, secrets, notifier, reconciler, log, publicUrl: '' };
+    registerRoutes(
+      router,
+      db,
+      { ...userRoutes(svc), ...agentRoutes(svc), ...machineRoutes(svc) },
+      closing.signal,
+    );
+    app.use(router.routes());
+
+    server = options.tls
+      ? https.createServer(
+          {
+            cert: await readFile(options.tls.certFile),
+            key: await readFile(options.tls.keyFile),
+          },
+          app.callback(),
+        )
+      : http.createServer(app.callback());
+    // Long-polls hold a request up to 30 s; the defaults would cut them or keep idle sockets.
+    server.requestTimeout = 60_000;
+    server.keepAliveTimeout = 35_000;
+    const listen = options.listen ?? { host: '127.0.0.1', port: 0 };
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(listen.port, listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    const url = `${options.tls ? 'https' : 'http'}://${host}:${address.port}`;
+    svc.publicUrl = (options.publicUrl ?? url).replace(/\/+$/, '');
+    published.openapi = openApiDocument(svc.publicUrl);
+    // Resume every connection: pending requests, timers and fleets continue after a restart.
+    await reconciler.reconcileAll();
+    log.info(
+      { url, publicUrl: svc.publicUrl, dataDir: options.dataDir },
+      'control plane listening',
+    );
+
+    let closed: Promise<void> | undefined;
+    return {
+      url,
+      publicUrl: svc.publicUrl,
+      db,
+      dataDir: options.dataDir,
+      secrets,
+      reconciler,
+      close() {
+        closed ??= (async () => {
+          closing.abort();
+          const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+          server.closeIdleConnections();
+          const cut = setTimeout(() => server.closeAllConnections(), closeGraceMs);
+          await stopped;
+          clearTimeout(cut);
+          await reconciler.close();
+          await db.destroy();
+          log.info('control plane stopped');
+        })();
+        return closed;
+      },
+    };
+  } catch (err) {
+    await reconciler.close();
+    await db.destroy();
+    throw err;
+  }
+}
