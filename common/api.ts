@@ -188,7 +188,7 @@ export const routes = {
     query: z
       .object({
         connection: z.string().max(64).optional(),
-        includeDeleted: z.stringbool().default(false),
+        includeDeleted: z.union([z.boolean(), z.stringbool()]).default(false),
       })
       .strict(),
     response: z.object({ machines: z.array(p.machineSchema) }),

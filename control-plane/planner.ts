@@ -295,11 +295,19 @@ export function plan(input: PlannerInput): PlannerOutput {
     retryAfterMs: null,
     newlyAssigned: false,
   }));
+  /** A failed build frees its builders at once (its failed request keeps its reason). */
   const failBuild = (buildId: string, error: string) => {
     const b = builds.get(buildId);
     if (b && b.status !== 'failed') {
       b.status = 'failed';
       b.error = error;
+    }
+    for (const r of requests) {
+      if (r.buildId === buildId && (r.state === 'pending' || r.state === 'ready')) {
+        r.state = 'released';
+        r.reason = `the build ended: ${error}`;
+        r.retryAfterMs = null;
+      }
     }
   };
   for (const r of requests) {
@@ -307,7 +315,7 @@ export function plan(input: PlannerInput): PlannerOutput {
     if (!b) {
       r.state = 'released';
       r.reason = 'the build has ended';
-    }
+    } else if (b.status === 'failed') failBuild(b.id, b.error!);
   }
 
   /** Ready to serve builds now, from the rows as they were (before this pass's task changes). */
@@ -428,8 +436,11 @@ export function plan(input: PlannerInput): PlannerOutput {
     machines.find((m) => isLive(m) && m.projectId === projectId && m.platform === platform);
   const standbys = (platform: Platform) =>
     machines.filter((m) => isLive(m) && m.projectId === null && m.platform === platform);
-  const busy = new Set<string>();
-  for (const r of requests) if (r.state === 'ready' && r.machineId) busy.add(r.machineId);
+  /** A machine serves a build while a ready or pending request of a live build names it. */
+  const busy = {
+    has: (id: string) =>
+      requests.some((r) => r.machineId === id && (r.state === 'ready' || r.state === 'pending')),
+  };
   /** Machines on their way out that still count against the limit: each frees a slot soon. */
   let roomBeingMade =
     machines.filter((m) => m.desiredState === 'deleted').length - (machines.length - occupying());
@@ -511,7 +522,6 @@ export function plan(input: PlannerInput): PlannerOutput {
       outcomes.set(key, outcome);
     }
     if ('machine' in outcome) {
-      busy.add(outcome.machine.id);
       if (r.machineId !== outcome.machine.id) {
         r.machineId = outcome.machine.id;
         r.path = outcome.path;
@@ -733,15 +743,7 @@ export function plan(input: PlannerInput): PlannerOutput {
     const own = requests.filter((r) => r.buildId === b.id);
     const failed = own.find((r) => r.state === 'failed');
     if (failed) failBuild(b.id, `the ${failed.platform} builder: ${failed.reason}`);
-    if (b.status === 'failed') {
-      for (const r of own) {
-        if (r.state === 'pending' || r.state === 'ready') {
-          r.state = 'released';
-          r.reason = `the build ended: ${b.error}`;
-          r.retryAfterMs = null;
-        }
-      }
-    } else if (own.length > 0 && own.every((r) => r.state === 'ready')) {
+    if (b.status !== 'failed' && own.length > 0 && own.every((r) => r.state === 'ready')) {
       b.status = 'running';
     }
   }

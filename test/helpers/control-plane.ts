@@ -244,3 +244,39 @@ export class ScriptedMachine {
     return pki.privateKeyToPem(this.keys!.privateKey);
   }
 }
+
+/**
+ * An organization's local connection with one build pending and its machine registered: every
+ * kind of token and resource exists.
+ */
+export async function registeredMachine(
+  tcp: TestControlPlane,
+  user: ApiClient,
+  names = { connection: 'local', project: 'app' },
+) {
+  const created = await user.call('createConnection', {
+    body: { name: names.connection, provider: 'local', settings: { platforms: ['linux/amd64'] } },
+  });
+  const project = await user.call('createProject', {
+    body: { name: names.project, connection: created.connection.id },
+  });
+  const agent = new ScriptedAgent(tcp.client(created.token));
+  const build = await user.call('createBuild', {
+    body: {
+      project: project.id,
+      platforms: [{ platform: 'linux/amd64', csr: (await buildCsr()).csr }],
+    },
+  });
+  await agent.sync();
+  const machine = ScriptedMachine.fromFleet(tcp, agent.fleet!);
+  await machine.register();
+  await agent.applyFleet();
+  return {
+    connection: created.connection,
+    connectionToken: created.token,
+    project,
+    agent,
+    build,
+    machine,
+  };
+}
