@@ -200,13 +200,19 @@ function bearer(ctx: Context): string {
 
 const kindNames = { user: 'user', connection: 'connection', machine: 'machine' } as const;
 
+interface Authenticated {
+  auth: unknown;
+  /** Records the token's use; called only once the request succeeded, so refusals write nothing. */
+  recordUse?: () => Promise<unknown>;
+}
+
 async function authenticate(
   db: Db,
   ctx: Context,
   need: RouteDef['auth'],
   now: number,
-): Promise<unknown> {
-  if (need === 'none') return null;
+): Promise<Authenticated> {
+  if (need === 'none') return { auth: null };
   const token = bearer(ctx);
   const kind = tokenKindOf(token);
   if (!kind) throw new HttpError(401, 'unauthorized', 'the token is not a Slipway token');
@@ -224,32 +230,36 @@ async function authenticate(
       .where({ token_hash: hash })
       .first('id', 'organization_id', 'connection_id', 'token_hash');
     if (!row || !sameSecret(row.token_hash, hash)) throw refused;
-    return {
+    const auth: MachineAuth = {
       kind,
       organizationId: row.organization_id,
       connectionId: row.connection_id,
       machineId: row.id,
-    } satisfies MachineAuth;
+    };
+    return { auth };
   }
   const row = await db('tokens').where({ hash, kind }).first();
   if (!row || !sameSecret(row.hash, hash)) throw refused;
-  if (row.last_used_at === null || now - Number(row.last_used_at) > lastUsedResolutionMs) {
-    await db('tokens').where({ id: row.id }).update({ last_used_at: now });
-  }
+  const recordUse =
+    row.last_used_at === null || now - Number(row.last_used_at) > lastUsedResolutionMs
+      ? () => db('tokens').where({ id: row.id }).update({ last_used_at: now })
+      : undefined;
   if (kind === 'connection') {
-    return {
+    const auth: ConnectionAuth = {
       kind,
       organizationId: row.organization_id,
       connectionId: row.connection_id,
       tokenId: row.id,
-    } satisfies ConnectionAuth;
+    };
+    return { auth, recordUse };
   }
-  return {
+  const auth: UserAuth = {
     kind: 'user',
     organizationId: row.organization_id,
     tokenId: row.id,
     tokenName: row.name,
-  } satisfies UserAuth;
+  };
+  return { auth, recordUse };
 }
 
 export interface HttpContextState {
@@ -311,7 +321,7 @@ export function registerRoutes(
       const state = ctx.state as HttpContextState;
       state.route = def.path;
       const now = Date.now();
-      const auth = await authenticate(db, ctx, def.auth, now);
+      const { auth, recordUse } = await authenticate(db, ctx, def.auth, now);
       const params: Record<string, string> = {};
       for (const [key, value] of Object.entries(ctx.params as Record<string, string>)) {
         const kind = paramKinds[key];
@@ -345,6 +355,7 @@ export function registerRoutes(
         // The answer must match the published schema; a mismatch is our bug, not the client's.
         ctx.body = def.response.parse(result);
         ctx.status = def.status ?? 200;
+        await recordUse?.();
       } finally {
         ctx.res.off('close', onClose);
       }

@@ -39,6 +39,8 @@ export interface ControlPlane {
   dataDir: string;
   secrets: ServerSecrets;
   reconciler: Reconciler;
+  /** Every method and path the router serves, as registered. */
+  routes: { method: string; path: string }[];
   close(): Promise<void>;
 }
 
@@ -70,6 +72,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     const app = new Koa();
     const router = new Router();
     app.use(errorsAndLogs(log, metrics));
+    app.use(async (ctx, next) => {
+      await next();
+      // Answers given while closing end their connection, so close() need not wait for idle sockets.
+      if (closing.signal.aborted) ctx.set('connection', 'close');
+    });
     router.get('/healthz', async (ctx) => {
       (ctx.state as HttpContextState).route = '/healthz';
       await db.raw('select 1');
@@ -135,13 +142,20 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       dataDir: options.dataDir,
       secrets,
       reconciler,
+      routes: router.stack.flatMap((layer) =>
+        layer.methods
+          .filter((m) => m !== 'HEAD')
+          .map((method) => ({ method, path: String(layer.path) })),
+      ),
       close() {
         closed ??= (async () => {
           closing.abort();
           const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
           server.closeIdleConnections();
+          const idle = setInterval(() => server.closeIdleConnections(), 50);
           const cut = setTimeout(() => server.closeAllConnections(), closeGraceMs);
           await stopped;
+          clearInterval(idle);
           clearTimeout(cut);
           await reconciler.close();
           await db.destroy();

@@ -92,16 +92,7 @@ test('every route refuses the wrong token kind and hides other organizations', a
         observation: a.agent.observation,
       },
     },
-    machineRegister: {
-      body: {
-        machineId: a.machine.machineId,
-        registrationToken: a.machine.registrationToken,
-        platform: 'linux/amd64',
-        endpoint: { host: '127.0.0.1', port: 8372 },
-        csr: (await buildCsr()).csr,
-        agentVersion: 'test',
-      },
-    },
+    machineRegister: { body: await a.machine.registerBody() },
     machineTask: { query: { generation: 0, wait: 0 } },
     machineStatus: {
       body: {

@@ -28,6 +28,7 @@ export interface TestControlPlane {
   dataDir: string;
   /** The first organization's admin, as the CLI. */
   user: ApiClient;
+  userToken: string;
   organizationId: string;
   /** An unauthenticated client. */
   anonymous: ApiClient;
@@ -61,6 +62,7 @@ export async function startTestControlPlane(
     url: cp.url,
     dataDir,
     user: client(token),
+    userToken: token,
     organizationId: organization.id,
     anonymous: client(),
     client,
@@ -176,6 +178,7 @@ export class ScriptedAgent {
 /** The machine-agent's side, scripted: its own server key and CSR, register, task, status. */
 export class ScriptedMachine {
   api: ApiClient | undefined;
+  token: string | undefined;
   keys: pki.KeyPair | undefined;
   taskGeneration = 0;
 
@@ -192,23 +195,30 @@ export class ScriptedMachine {
     return new ScriptedMachine(tcp, m.id, m.registrationToken!);
   }
 
-  async register(platform: Platform = 'linux/amd64') {
+  /** The registration body, with a CSR of this machine's own key unless one is given. */
+  async registerBody(platform: Platform = 'linux/amd64', csr?: string) {
     this.keys = await pki.generateKeyPair();
-    const csr = await pki.createCsr(this.keys, {
-      commonName: this.machineId,
-      dnsNames: [serverNameOf(this.machineId)],
-      ipAddresses: [this.host],
-    });
+    return {
+      machineId: this.machineId,
+      registrationToken: this.registrationToken,
+      platform,
+      endpoint: { host: this.host, port: this.port },
+      csr:
+        csr ??
+        (await pki.createCsr(this.keys, {
+          commonName: this.machineId,
+          dnsNames: [serverNameOf(this.machineId)],
+          ipAddresses: [this.host],
+        })),
+      agentVersion: 'test',
+    };
+  }
+
+  async register(platform: Platform = 'linux/amd64') {
     const res = await this.tcp.anonymous.call('machineRegister', {
-      body: {
-        machineId: this.machineId,
-        registrationToken: this.registrationToken,
-        platform,
-        endpoint: { host: this.host, port: this.port },
-        csr,
-        agentVersion: 'test',
-      },
+      body: await this.registerBody(platform),
     });
+    this.token = res.machineToken;
     this.api = this.tcp.client(res.machineToken);
     return res;
   }
