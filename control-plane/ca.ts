@@ -4,14 +4,10 @@
 // come here: only CSRs do, and a CSR asking for a name it should not get is refused.
 import { isIP } from 'node:net';
 import * as pki from '../common/pki';
+import { builderServerName } from '../common/protocol';
 import type { ServerSecrets } from './secrets';
 
 export { CsrError } from '../common/pki';
-
-/** The TLS server name of a machine's BuildKit, which clients pass as --tlsservername. */
-export function serverNameOf(machineId: string): string {
-  return `${machineId}.builders.slipway.internal`;
-}
 
 const clockSkewMs = 5 * 60_000;
 
@@ -22,7 +18,7 @@ export async function checkServerCsr(
   advertisedHost: string,
 ): Promise<pki.ParsedCsr> {
   const csr = await pki.parseCsr(pem);
-  const serverName = serverNameOf(machineId);
+  const serverName = builderServerName(machineId);
   const hostIsIp = isIP(advertisedHost) !== 0;
   const allowedDns = new Set(
     [serverName, ...(hostIsIp ? [] : [advertisedHost])].map((n) => n.toLowerCase()),
@@ -78,7 +74,7 @@ export async function mintMachineCa(opts: {
   const notAfter = new Date(opts.now + opts.lifetimeMs);
   const ca = await pki.createCa(`slipway builder ${opts.machineId} CA`, notBefore, notAfter);
   const csr = await checkServerCsr(opts.csr, opts.machineId, opts.advertisedHost);
-  const serverName = serverNameOf(opts.machineId);
+  const serverName = builderServerName(opts.machineId);
   const hostIsIp = isIP(opts.advertisedHost) !== 0;
   const serverCertificate = await pki.issueCertificate({
     ca: { certPem: ca.certPem, privateKey: ca.keys.privateKey },

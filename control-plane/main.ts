@@ -54,6 +54,8 @@ export async function main(argv: string[]): Promise<void> {
       'create this organization and print its admin token once',
       parseName,
     )
+    // Errors are thrown to the caller, which prints them once in its own words.
+    .configureOutput({ outputError: () => undefined })
     .exitOverride();
   program.parse(argv, { from: 'user' });
   const opts = program.opts<{

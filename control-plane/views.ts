@@ -11,7 +11,7 @@ import type {
   Project,
   Volume,
 } from '../common/protocol';
-import { serverNameOf } from './ca';
+import { builderServerName } from '../common/protocol';
 import { iso, isoOrNull, json, num, numOrNull } from './db';
 import { awsConfigOf, connectionSettingsOf } from './reconciler';
 
@@ -83,7 +83,7 @@ export function builderView(req: Row, machine: Row | undefined): Builder {
     path: sOrNull(req.path) as Builder['path'],
     machineId: sOrNull(req.machine_id),
     endpoint: ready ? endpointOf(machine) : null,
-    serverName: ready ? serverNameOf(s(machine.id)) : null,
+    serverName: ready ? builderServerName(s(machine.id)) : null,
     caCertificate: ready ? sOrNull(machine.ca_certificate) : null,
     clientCertificate: ready ? sOrNull(req.client_certificate) : null,
     phases: {

@@ -3,9 +3,10 @@
 // soon as something they wait for changes.
 import test from 'ava';
 import { describeCertificate } from '../common/pki';
-import { serverNameOf } from '../control-plane/ca';
+import { builderServerName } from '../common/protocol';
 import {
   buildCsr,
+  requestBuild,
   localProject,
   ScriptedMachine,
   startTestControlPlane,
@@ -69,7 +70,7 @@ test('a build goes cold, then hot, through every side with early long-poll retur
   if (task.kind !== 'buildkit') return;
   t.is(task.projectId, project.id);
   t.is(task.volume.id, fleet.volumes[0]!.id);
-  t.is(task.serverName, serverNameOf(machine.machineId));
+  t.is(task.serverName, builderServerName(machine.machineId));
   const serverCert = describeCertificate(task.serverCertificate);
   t.regex(serverCert.issuer, new RegExp(machine.machineId));
 
@@ -84,7 +85,7 @@ test('a build goes cold, then hot, through every side with early long-poll retur
   t.is(ready.state, 'ready');
   t.is(ready.path, 'cold');
   t.is(ready.endpoint, 'tcp://127.0.0.1:8372');
-  t.is(ready.serverName, serverNameOf(machine.machineId));
+  t.is(ready.serverName, builderServerName(machine.machineId));
   t.is(ready.caCertificate, task.clientCa);
   const clientCert = describeCertificate(ready.clientCertificate!);
   t.regex(clientCert.subject, new RegExp(`CN=${build.id}`));
@@ -111,12 +112,7 @@ test('a build goes cold, then hot, through every side with early long-poll retur
 
   // Hot path: the builder is ready, so the next build is answered ready at once.
   const hotStarted = performance.now();
-  const hot = await tcp.user.call('createBuild', {
-    body: {
-      project: project.id,
-      platforms: [{ platform: 'linux/amd64', csr: (await buildCsr()).csr }],
-    },
-  });
+  const hot = await requestBuild(tcp.user, project.id);
   const hotMs = performance.now() - hotStarted;
   t.is(hot.builders[0]!.state, 'ready', hot.builders[0]!.reason);
   t.is(hot.builders[0]!.path, 'hot');

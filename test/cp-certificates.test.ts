@@ -7,9 +7,11 @@ import test from 'ava';
 import { ApiError } from '../common/api';
 import * as pki from '../common/pki';
 import { waitFor } from '../common/wait';
-import { serverNameOf, signClientCertificate } from '../control-plane/ca';
+import { builderServerName } from '../common/protocol';
+import { signClientCertificate } from '../control-plane/ca';
 import {
   buildCsr,
+  requestBuild,
   registeredMachine,
   ScriptedMachine,
   startTestControlPlane,
@@ -85,7 +87,7 @@ test('a build certificate opens only its own machine, and only until it expires'
     await one.machine.serverKeyPem(),
     one.task.clientCa,
   );
-  const servername = serverNameOf(one.machine.machineId);
+  const servername = builderServerName(one.machine.machineId);
   const ca = mine.builder.caCertificate!;
 
   t.is(
@@ -134,7 +136,7 @@ test('a build certificate opens only its own machine, and only until it expires'
       ca,
       cert: mine.builder.clientCertificate!,
       key: mine.key,
-      servername: serverNameOf(two.machine.machineId),
+      servername: builderServerName(two.machine.machineId),
     }),
     /^refused/,
   );
@@ -219,12 +221,7 @@ test('CSRs asking for names they should not get are refused', async (t) => {
 
   // A machine whose CSR asks for another host than it advertises (a second machine in the fleet).
   await tcp.user.call('createProject', { body: { name: 'second', connection: w.connection.id } });
-  await tcp.user.call('createBuild', {
-    body: {
-      project: 'second',
-      platforms: [{ platform: 'linux/amd64', csr: (await buildCsr()).csr }],
-    },
-  });
+  await requestBuild(tcp.user, 'second');
   await w.agent.sync();
   const fresh = w.agent.fleet!.machines.find((m) => m.registrationToken !== null)!;
   const other = new ScriptedMachine(tcp, fresh.id, fresh.registrationToken!);

@@ -1,8 +1,8 @@
 // What machine-agents call: register once with the single-use registration token (and their
 // CSR), long-poll their task, report BuildKit state and health, and say when they shut down.
 import { isIP } from 'node:net';
-import type { MachineTask } from '../../common/protocol';
-import { checkServerCsr, CsrError, serverNameOf } from '../ca';
+import { builderServerName, type MachineTask } from '../../common/protocol';
+import { checkServerCsr, CsrError } from '../ca';
 import { num } from '../db';
 import { HttpError, type RouteHandlers } from '../http';
 import { longPoll, topics } from '../notifier';
@@ -26,8 +26,12 @@ function taskOf(machine: Row, volume: Row | undefined): MachineTask {
       kind: 'buildkit',
       generation,
       projectId: String(machine.task_project_id),
-      volume: { id: String(volume.id), sizeGb: num(volume.size_gb) },
-      serverName: serverNameOf(String(machine.id)),
+      volume: {
+        id: String(volume.id),
+        sizeGb: num(volume.size_gb),
+        ...(volume.observed_provider_id ? { providerId: String(volume.observed_provider_id) } : {}),
+      },
+      serverName: builderServerName(String(machine.id)),
       serverCertificate: String(machine.server_certificate),
       clientCa: String(machine.ca_certificate),
       gc: {

@@ -14,7 +14,7 @@ import type {
   SyncResponse,
 } from '../../common/protocol';
 import { bootstrapOrganization } from '../../control-plane/bootstrap';
-import { serverNameOf } from '../../control-plane/ca';
+import { builderServerName } from '../../common/protocol';
 import {
   startControlPlane,
   type ControlPlane,
@@ -207,7 +207,7 @@ export class ScriptedMachine {
         csr ??
         (await pki.createCsr(this.keys, {
           commonName: this.machineId,
-          dnsNames: [serverNameOf(this.machineId)],
+          dnsNames: [builderServerName(this.machineId)],
           ipAddresses: [this.host],
         })),
       agentVersion: 'test',
@@ -289,4 +289,15 @@ export async function registeredMachine(
     build,
     machine,
   };
+}
+
+/** The CLI's first step: a build of one platform, with a fresh CSR. */
+export async function requestBuild(
+  user: ApiClient,
+  project: string,
+  platform: Platform = 'linux/amd64',
+) {
+  return user.call('createBuild', {
+    body: { project, platforms: [{ platform, csr: (await buildCsr()).csr }] },
+  });
 }
