@@ -7,6 +7,7 @@ import { ApiClient } from '../common/api';
 import { freePort } from '../common/net';
 import {
   defaultLongPollSeconds,
+  machineAgentEnv,
   type BuildkitTask,
   type MachineAgentConfig,
   type MachineTask,
@@ -84,6 +85,22 @@ function abortReason(signal: AbortSignal): string {
   return reason instanceof Error ? reason.message : 'stopped';
 }
 
+async function readCaFile(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    throw new MachineAgentError(
+      'invalid_config',
+      `cannot read ${machineAgentEnv.controlPlaneCaFile} ${file} (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}); point it at the PEM CA bundle of the control plane's HTTPS certificate`,
+    );
+  }
+}
+
+/** Whether `err` is the signal's abort itself (as thrown by a call or a delay it cancelled). */
+function isAbort(err: unknown, signal: AbortSignal): boolean {
+  return signal.aborted && (err === signal.reason || (err as Error)?.name === 'AbortError');
+}
+
 export async function runMachineAgent(
   config: MachineAgentConfig,
   options: MachineAgentOptions,
@@ -92,9 +109,7 @@ export async function runMachineAgent(
   const logger = options.logger;
   const signal = options.signal;
   const state = await StateDir.open(config.stateDir);
-  const ca = config.controlPlaneCaFile
-    ? await readFile(config.controlPlaneCaFile, 'utf8')
-    : undefined;
+  const ca = config.controlPlaneCaFile ? await readCaFile(config.controlPlaneCaFile) : undefined;
   const client = new ApiClient({
     baseUrl: config.apiUrl,
     ca,
@@ -108,13 +123,15 @@ export async function runMachineAgent(
 
   let machine: ControlPlane | undefined;
   try {
-    const host = defaultAdvertiseHost(config) ?? (await imds!.privateIpv4());
     const identity = await ensureRegistered({
       config,
       state,
       controlPlane,
       imds,
-      endpoint: { host, port: config.buildkitPort },
+      endpoint: async () => ({
+        host: defaultAdvertiseHost(config) ?? (await imds!.privateIpv4()),
+        port: config.buildkitPort,
+      }),
       agentVersion,
       deadlineMs: timing.registerDeadlineMs,
       logger,
@@ -130,6 +147,10 @@ export async function runMachineAgent(
       debugAddress: `127.0.0.1:${await freePort()}`,
     });
     return await session.run();
+  } catch (err) {
+    // SIGTERM before the session began (during registration): a clean stop, nothing to undo.
+    if (isAbort(err, signal)) return { reason: abortReason(signal) };
+    throw err;
   } finally {
     await machine?.close();
     await controlPlane.close();
@@ -223,8 +244,10 @@ class Session {
 
   async run(): Promise<AgentExit> {
     const { signal } = this.options;
+    this.running.signal.addEventListener('abort', () => this.supervisor.close(), { once: true });
     const onAbort = () => this.running.abort(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
     const reporting = this.reporter.run(this.running.signal).catch((err: unknown) => {
       this.running.abort(err);
       throw err;
@@ -242,9 +265,16 @@ class Session {
     }
     await reporting.catch(() => undefined);
     const reason = outcome?.reason ?? errorMessage(failure);
-    const tokenRejected =
-      failure instanceof MachineAgentError && failure.code === 'machine_token_rejected';
-    await this.shutdown(reason, !tokenRejected);
+    // A control plane that refused our token or stopped answering is told nothing more.
+    const unreachable =
+      failure instanceof MachineAgentError &&
+      ['machine_token_rejected', 'control_plane_lost'].includes(failure.code);
+    try {
+      await this.shutdown(reason, !unreachable);
+    } catch (err) {
+      // Already logged by shutdown(); the error that ended the session matters more.
+      if (!failure) throw err;
+    }
     if (failure) throw failure;
     return outcome!;
   }

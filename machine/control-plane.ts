@@ -36,19 +36,33 @@ export class ControlPlane {
   async call<N extends MachineRoute>(
     name: N,
     options: CallOptions<N>,
-    retry: { what: string; deadlineMs: number; code?: MachineAgentErrorCode; signal?: AbortSignal },
+    retry: {
+      what: string;
+      deadlineMs: number;
+      code?: MachineAgentErrorCode;
+      signal?: AbortSignal;
+      /**
+       * Let a request already sent run to its end when the signal aborts (no new attempt starts):
+       * for calls whose answer must not be lost, like registration's single-use token.
+       */
+      finishInFlight?: boolean;
+    },
   ): Promise<ResponseOf<N>> {
     const signal = retry.signal ?? this.opts.signal;
+    const requestSignal = retry.finishInFlight ? undefined : signal;
     try {
-      return await retrying(() => this.opts.client.call(name, { ...options, signal }), {
-        what: retry.what,
-        deadlineMs: retry.deadlineMs,
-        code: retry.code ?? 'control_plane_unreachable',
-        policy: this.opts.backoff,
-        signal,
-        logger: this.opts.logger,
-        retryable: isTransient,
-      });
+      return await retrying(
+        () => this.opts.client.call(name, { ...options, signal: requestSignal }),
+        {
+          what: retry.what,
+          deadlineMs: retry.deadlineMs,
+          code: retry.code ?? 'control_plane_unreachable',
+          policy: this.opts.backoff,
+          signal,
+          logger: this.opts.logger,
+          retryable: isTransient,
+        },
+      );
     } catch (err) {
       if (err instanceof ApiError && err.status === 401 && name !== 'machineRegister') {
         throw new MachineAgentError(

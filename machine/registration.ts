@@ -17,7 +17,8 @@ export interface RegistrationDeps {
   controlPlane: ControlPlane;
   /** AWS only: where the identity document comes from. */
   imds?: ImdsClient;
-  endpoint: { host: string; port: number };
+  /** Where clients will reach BuildKit; on AWS this asks IMDS, so only when registering. */
+  endpoint: () => Promise<{ host: string; port: number }>;
   agentVersion: string;
   deadlineMs: number;
   logger: Logger;
@@ -34,23 +35,24 @@ export async function ensureRegistered(deps: RegistrationDeps): Promise<MachineI
         `the state directory ${state.dir} belongs to machine ${stored.machineId}, not ${config.machineId}; give each machine its own SLIPWAY_STATE_DIR`,
       );
     }
-    logger.info({ machineId: stored.machineId }, 'already registered; resuming');
+    logger.info({ registeredAt: stored.registeredAt }, 'already registered; resuming');
     return stored;
   }
 
   // A fresh key on every attempt: until the control plane signs a certificate for it, a key
   // left behind by a crash is worth nothing.
+  const endpoint = await deps.endpoint();
   const keys = await pki.generateKeyPair();
   await state.writeServerKey(await pki.privateKeyToPem(keys.privateKey));
   const serverName = builderServerName(config.machineId);
   const csr = await pki.createCsr(keys, {
     commonName: serverName,
     dnsNames: [serverName],
-    ipAddresses: isIP(deps.endpoint.host) ? [deps.endpoint.host] : [],
+    ipAddresses: isIP(endpoint.host) ? [endpoint.host] : [],
   });
   const identity = deps.imds ? await deps.imds.instanceIdentity() : undefined;
 
-  logger.info({ machineId: config.machineId, endpoint: deps.endpoint }, 'registering');
+  logger.info({ endpoint }, 'registering');
   let registered;
   try {
     registered = await deps.controlPlane.call(
@@ -60,13 +62,19 @@ export async function ensureRegistered(deps: RegistrationDeps): Promise<MachineI
           machineId: config.machineId,
           registrationToken: config.registrationToken,
           platform: config.platform,
-          endpoint: deps.endpoint,
+          endpoint,
           csr,
           agentVersion: deps.agentVersion,
           ...(identity ? { identity } : {}),
         },
       },
-      { what: 'register with the control plane', deadlineMs: deps.deadlineMs },
+      {
+        what: 'register with the control plane',
+        deadlineMs: deps.deadlineMs,
+        // SIGTERM while registering: the token may already be spent server-side, so the answer
+        // (the machine token) is awaited and stored rather than lost.
+        finishInFlight: true,
+      },
     );
   } catch (err) {
     if (err instanceof ApiError && err.status >= 400 && err.status < 500) {
@@ -86,9 +94,6 @@ export async function ensureRegistered(deps: RegistrationDeps): Promise<MachineI
     registeredAt: new Date().toISOString(),
   };
   await state.writeIdentity(result);
-  logger.info(
-    { machineId: config.machineId, healthIntervalSeconds: registered.healthIntervalSeconds },
-    'registered',
-  );
+  logger.info({ healthIntervalSeconds: registered.healthIntervalSeconds }, 'registered');
   return result;
 }
