@@ -51,8 +51,9 @@ export function renderBuildkitdConfig(c: BuildkitdConfigInput): string {
 const GiB = 1024 ** 3;
 
 /**
- * GC limits for a task: what the control plane asked for, but never more than the volume's size
- * nor (when the filesystem is known) more than its capacity less the space GC must keep free.
+ * GC limits for a task. The control plane sizes them from the volume's nominal size; the
+ * filesystem actually mounted (when known) may be smaller, so neither limit may exceed what it
+ * holds: at most a tenth of it kept free, and usage capped below what stays free.
  */
 export function gcLimits(
   requested: { maxUsedBytes: number; minFreeBytes: number },
@@ -60,8 +61,10 @@ export function gcLimits(
   filesystemBytes?: number,
 ): { maxUsedBytes: number; minFreeBytes: number } {
   let maxUsedBytes = Math.min(requested.maxUsedBytes, volumeSizeGb * GiB);
+  let minFreeBytes = requested.minFreeBytes;
   if (filesystemBytes !== undefined && filesystemBytes > 0) {
-    maxUsedBytes = Math.min(maxUsedBytes, filesystemBytes - requested.minFreeBytes);
+    minFreeBytes = Math.min(minFreeBytes, Math.floor(filesystemBytes / 10));
+    maxUsedBytes = Math.min(maxUsedBytes, filesystemBytes - minFreeBytes);
   }
-  return { maxUsedBytes: Math.max(maxUsedBytes, 0), minFreeBytes: requested.minFreeBytes };
+  return { maxUsedBytes: Math.max(maxUsedBytes, 0), minFreeBytes };
 }
