@@ -188,6 +188,10 @@ export async function runBuild(opts: BuildOptions): Promise<BuildOutcome> {
     throw err instanceof ApiError ? describeApiError(err, 'requesting builders') : err;
   }
   reporter.created(build);
+  for (const b of build.builders) {
+    if (b.state === 'pending')
+      reporter.waiting(b.platform, b.reason, performance.now() - startedAt);
+  }
 
   const tlsDir = await mkdtemp(path.join(tmpdir(), 'slipway-build-'));
   let heartbeat: NodeJS.Timeout | undefined;

@@ -161,12 +161,25 @@ export function buildProgram(io: CliIo): Command {
       },
     );
 
+  // Listed for --help; cli/main.ts hands `server` to control-plane/main.ts before parsing.
+  program
+    .command('server')
+    .description('Run the control plane (see `slipway server --help`)')
+    .allowUnknownOption()
+    .helpOption(false)
+    .argument('[args...]');
+
   program
     .command('login')
     .description('Store the control plane URL and a user token in the user config file (0600)')
-    .requiredOption('--api-url <url>', 'control plane URL')
-    .option('--token <token>', 'user token (default: read from SLIPWAY_TOKEN or stdin)')
-    .action(async (flags: { apiUrl: string; token?: string }) => {
+    .addHelpText(
+      'after',
+      '\nGive the URL with the global --api-url; the token with --token, SLIPWAY_TOKEN or on stdin.',
+    )
+    .action(async (_flags: unknown, cmd: Command) => {
+      const flags = cmd.optsWithGlobals<GlobalFlags>();
+      if (!flags.apiUrl)
+        throw new CliError('bad_flag', 'give the control plane URL: slipway --api-url URL login');
       let token = flags.token ?? io.env.SLIPWAY_TOKEN;
       if (!token && !process.stdin.isTTY) token = (await readStdin()).trim();
       if (!token)

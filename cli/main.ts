@@ -4,7 +4,25 @@ import { CommanderError } from 'commander';
 import { buildProgram } from './commands';
 import { CliError } from './errors';
 
-export async function main(argv: string[]): Promise<number> {
+/**
+ * Runs the command; resolves with the exit code, or undefined when the command keeps serving
+ * (`slipway server`) and ends the process itself.
+ */
+export async function main(argv: string[]): Promise<number | undefined> {
+  if (argv[0] === 'server') {
+    // The control plane owns its flags, signals and shutdown. Loaded lazily so that the
+    // everyday commands don't pay for the server's modules at start.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const server = require('../control-plane/main') as typeof import('../control-plane/main');
+    try {
+      await server.main(argv.slice(1));
+      return undefined;
+    } catch (err) {
+      if (err instanceof CommanderError) return err.exitCode;
+      process.stderr.write(`error: slipway server: ${(err as Error).message}\n`);
+      return 1;
+    }
+  }
   const controller = new AbortController();
   let interrupts = 0;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -49,7 +67,7 @@ export async function main(argv: string[]): Promise<number> {
 
 if (require.main === module) {
   main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
+    (code) => code !== undefined && process.exit(code),
     (err: unknown) => {
       process.stderr.write(`error: ${String(err)}\n`);
       process.exit(1);

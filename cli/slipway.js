@@ -3,7 +3,7 @@
 require('tsx/cjs');
 const { main } = require('./main.ts');
 main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
+  (code) => code !== undefined && process.exit(code),
   (err) => {
     process.stderr.write(`error: ${String(err)}\n`);
     process.exit(1);
