@@ -26,7 +26,7 @@ export async function openDatabase(dataDir: string): Promise<Db> {
       afterCreate(conn: SqliteConnection, done: (err: Error | null, conn: unknown) => void) {
         const pragmas = [
           'PRAGMA journal_mode = WAL',
-          'PRAGMA synchronous = FULL',
+          'PRAGMA synchronous = NORMAL',
           'PRAGMA busy_timeout = 5000',
           'PRAGMA foreign_keys = ON',
         ];

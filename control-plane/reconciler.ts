@@ -34,6 +34,7 @@ type Row = Record<string, unknown>;
 const capacityMemoryMs = 10 * 60_000;
 /** Timers further out than this are re-armed by the pass they trigger. */
 const maxTimerMs = 60 * 60_000;
+const retryAfterFailureMs = 1000;
 /** CA and server certificate outlive the machine's lifetime by the longest build deadline. */
 const caSlackMs = 2 * 86_400_000;
 
@@ -196,6 +197,10 @@ export class Reconciler {
           this.again.delete(connectionId);
           await this.pass(connectionId);
         } while (this.again.has(connectionId) && !this.closed);
+      } catch (err) {
+        // Nothing of a failed pass was written; try again soon rather than at the next event.
+        this.arm(connectionId, Date.now() + retryAfterFailureMs);
+        throw err;
       } finally {
         this.running.delete(connectionId);
       }

@@ -5,6 +5,7 @@ import test from 'ava';
 import { ApiClient, ApiError, routes, type RouteName } from '../common/api';
 import {
   buildCsr,
+  healthReport,
   otherOrganization,
   registeredMachine,
   startTestControlPlane,
@@ -98,14 +99,7 @@ test('every route refuses the wrong token kind and hides other organizations', a
       body: {
         taskGeneration: 0,
         buildkit: 'starting',
-        health: {
-          buildkitdAlive: true,
-          buildkitdRestarts: 0,
-          cacheBytesUsed: 0,
-          cacheBytesTotal: 1,
-          inodesUsed: 0,
-          inodesTotal: 1,
-        },
+        health: healthReport,
       },
     },
     machineShutdown: { body: { reason: 'test' } },

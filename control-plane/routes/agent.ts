@@ -211,22 +211,16 @@ export function agentRoutes(svc: Services): Pick<RouteHandlers, 'agentSync'> {
         read,
       );
       // The agent now holds a fleet that serves the requests assigned up to this generation.
-      const answeredAt = Date.now();
       await db('builder_requests')
         .where({ connection_id: connectionId, state: 'pending' })
         .whereNull('picked_up_at')
         .whereNotNull('assigned_generation')
         .where('assigned_generation', '<=', fleet.generation)
-        .update({ picked_up_at: answeredAt });
-      await db('connections')
-        .where({ id: connectionId, agent_id: body.agentId })
-        .update({
-          agent_last_seen_at: answeredAt,
-          lease_expires_at: answeredAt + agentLeaseSeconds * 1000,
-        });
+        .update({ picked_up_at: Date.now() });
       return {
         lease: 'held' as const,
-        leaseExpiresAt: new Date(answeredAt + agentLeaseSeconds * 1000).toISOString(),
+        // Taken until the lease period after the end of the wait; answering early keeps it longer.
+        leaseExpiresAt: new Date(leaseExpiresAt).toISOString(),
         fleet,
         settings,
         controlPlaneUrl: svc.publicUrl,

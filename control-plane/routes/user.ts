@@ -398,6 +398,7 @@ export function userRoutes(svc: Services): UserHandlers {
         throw notFound(`a ${query.platform} builder of build ${build.id}`, 'platform');
       }
       await seen(String(build.id));
+      const waitStarted = performance.now();
       const read = async () => {
         const req = (await db('builder_requests').where(key).first())!;
         const machine = req.machine_id
@@ -425,7 +426,8 @@ export function userRoutes(svc: Services): UserHandlers {
           .update({ answered_at: now });
         req.answered_at = now;
       }
-      await seen(String(build.id));
+      // A long wait is a sign of life at its end too; a quick answer needs no second write.
+      if (performance.now() - waitStarted > 5000) await seen(String(build.id));
       return builderView(req, machine);
     },
 

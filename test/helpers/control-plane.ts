@@ -69,6 +69,16 @@ export async function startTestControlPlane(
   };
 }
 
+/** A machine's health report as a machine-agent sends it. */
+export const healthReport = {
+  buildkitdAlive: true,
+  buildkitdRestarts: 0,
+  cacheBytesUsed: 1024,
+  cacheBytesTotal: 50 * 1024 ** 3,
+  inodesUsed: 10,
+  inodesTotal: 1_000_000,
+};
+
 /** A second organization on the same control plane, for isolation tests. */
 export async function otherOrganization(tcp: TestControlPlane): Promise<ApiClient> {
   const { token } = await bootstrapOrganization(tcp.cp.db, `other-${randomUUID().slice(0, 8)}`);
@@ -238,14 +248,7 @@ export class ScriptedMachine {
         taskGeneration: this.taskGeneration,
         buildkit,
         error,
-        health: {
-          buildkitdAlive: buildkit === 'ready',
-          buildkitdRestarts: 0,
-          cacheBytesUsed: 1024,
-          cacheBytesTotal: 50 * 1024 ** 3,
-          inodesUsed: 10,
-          inodesTotal: 1_000_000,
-        },
+        health: { ...healthReport, buildkitdAlive: buildkit === 'ready' },
       },
     });
   }
