@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import Koa from 'koa';
 import Router from '@koa/router';
 import pino, { type Logger } from 'pino';
+import { serveDashboard } from './dashboard';
 import { openDatabase, type Db } from './db';
 import { errorsAndLogs, registerRoutes, type HttpContextState } from './http';
 import { createMetrics } from './metrics';
@@ -100,6 +101,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       { ...userRoutes(svc), ...agentRoutes(svc), ...machineRoutes(svc) },
       closing.signal,
     );
+    app.use(serveDashboard());
     app.use(router.routes());
 
     server = options.tls
