@@ -64,7 +64,7 @@ export function AuditPage(props: PageProps & { connectionId: string | undefined 
           empty="No audit records yet: they appear when the agent converges."
         />
       ) : (
-        records.data.map((r, i) => <AuditEntry key={r.id} record={r} now={now} open={i === 0} />)
+        records.data.map((r) => <AuditEntry key={r.id} record={r} now={now} />)
       )}
     </section>
   );
@@ -77,8 +77,10 @@ const kindTitles: Record<AuditRecord['kind'], string> = {
   recovery: 'Recovery after a crash',
 };
 
-function AuditEntry({ record: r, now, open }: { record: AuditRecord; now: number; open: boolean }) {
+function AuditEntry({ record: r, now }: { record: AuditRecord; now: number }) {
   const changes = summaryChanges(r);
+  // Diffs of changes and failures are what a reader came for; no-change runs stay folded.
+  const open = changes.length > 0 || r.error !== null;
   return (
     <article className="audit" data-audit={r.id} data-kind={r.kind}>
       <header>
