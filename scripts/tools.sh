@@ -122,7 +122,7 @@ link() { # target, name
 
 main() {
   mkdir -p "$BIN_DIR"
-  apt_install runc busybox-static chromium
+  apt_install runc busybox-static chromium shellcheck libseccomp-dev
 
   local p bk
   if p="$(on_path_with_version pulumi "v$PULUMI_VERSION")"; then
