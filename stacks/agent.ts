@@ -11,29 +11,29 @@ import {
 } from './iam';
 import { slipwayTags } from './tags';
 
-/** The environment the cloud-agent container is configured by. */
+/**
+ * The environment the cloud-agent container is configured by (the agent's cloudAgentEnv
+ * names); the token comes from SSM, everything else is plain configuration.
+ */
 export const cloudAgentEnv = {
   apiUrl: 'SLIPWAY_API_URL',
-  connectionId: 'SLIPWAY_CONNECTION_ID',
   connectionToken: 'SLIPWAY_CONNECTION_TOKEN',
-  provider: 'SLIPWAY_PROVIDER',
   dataDir: 'SLIPWAY_DATA_DIR',
-  pulumiBackendUrl: 'SLIPWAY_PULUMI_BACKEND_URL',
-  pulumiSecretsProvider: 'SLIPWAY_PULUMI_SECRETS_PROVIDER',
-  region: 'AWS_REGION',
-  /** Changes when the token parameter changes, so ECS starts tasks that read the new token. */
-  tokenVersion: 'SLIPWAY_CONNECTION_TOKEN_VERSION',
+  stateBackend: 'SLIPWAY_STATE_BACKEND',
+  secretsProvider: 'SLIPWAY_SECRETS_PROVIDER',
 } as const;
+
+/** Changes when the token parameter changes, so ECS replaces the task with one that reads it. */
+export const tokenVersionEnv = 'SLIPWAY_CONNECTION_TOKEN_VERSION';
 
 export const agentContainerName = 'cloud-agent';
 
 export interface AgentContainerInput {
   image: string;
-  connectionId: string;
   controlPlaneUrl: string;
   region: string;
-  pulumiBackendUrl: string;
-  pulumiSecretsProvider: string;
+  stateBackend: string;
+  secretsProvider: string;
   tokenParameterArn: string;
   tokenVersion: number;
   logGroupName: string;
@@ -42,13 +42,12 @@ export interface AgentContainerInput {
 export function agentContainerDefinitions(p: AgentContainerInput): Record<string, unknown>[] {
   const environment: Record<string, string> = {
     [cloudAgentEnv.apiUrl]: p.controlPlaneUrl,
-    [cloudAgentEnv.connectionId]: p.connectionId,
-    [cloudAgentEnv.provider]: 'aws',
-    [cloudAgentEnv.dataDir]: '/var/lib/slipway',
-    [cloudAgentEnv.pulumiBackendUrl]: p.pulumiBackendUrl,
-    [cloudAgentEnv.pulumiSecretsProvider]: p.pulumiSecretsProvider,
-    [cloudAgentEnv.region]: p.region,
-    [cloudAgentEnv.tokenVersion]: String(p.tokenVersion),
+    [cloudAgentEnv.dataDir]: '/var/lib/slipway-agent',
+    [cloudAgentEnv.stateBackend]: p.stateBackend,
+    [cloudAgentEnv.secretsProvider]: p.secretsProvider,
+    // The AWS SDK and the Pulumi AWS provider in the agent default to this region.
+    AWS_REGION: p.region,
+    [tokenVersionEnv]: String(p.tokenVersion),
   };
   return [
     {
@@ -208,11 +207,10 @@ export class CloudAgent extends pulumi.ComponentResource {
             JSON.stringify(
               agentContainerDefinitions({
                 image: args.image,
-                connectionId: args.connectionId,
                 controlPlaneUrl: args.controlPlaneUrl,
                 region: r,
-                pulumiBackendUrl: backend,
-                pulumiSecretsProvider: secrets,
+                stateBackend: backend,
+                secretsProvider: secrets,
                 tokenParameterArn: tokenArn,
                 tokenVersion,
                 logGroupName,

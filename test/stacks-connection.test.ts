@@ -281,12 +281,12 @@ test.serial('the connection token lives only in SSM as a SecureString', async (t
   );
   t.like(env, {
     SLIPWAY_API_URL: 'https://slipway.example.com',
-    SLIPWAY_CONNECTION_ID: connectionId,
-    SLIPWAY_PROVIDER: 'aws',
+    SLIPWAY_DATA_DIR: '/var/lib/slipway-agent',
     AWS_REGION: 'eu-west-1',
+    SLIPWAY_CONNECTION_TOKEN_VERSION: '1',
   });
-  t.regex(env.SLIPWAY_PULUMI_BACKEND_URL, /^s3:\/\/slipway-fleet-state-/);
-  t.regex(env.SLIPWAY_PULUMI_SECRETS_PROVIDER, /^awskms:\/\//);
+  t.regex(env.SLIPWAY_STATE_BACKEND, /^s3:\/\/slipway-fleet-state-.*\?region=eu-west-1$/);
+  t.regex(env.SLIPWAY_SECRETS_PROVIDER, /^awskms:\/\/.*\?region=eu-west-1$/);
   t.like(taskDefinition.inputs, { cpu: '512', memory: '2048', networkMode: 'awsvpc' });
   const service = one(rs, 'aws:ecs/service:Service');
   t.like(service.inputs, { desiredCount: 1, launchType: 'FARGATE', deploymentMaximumPercent: 100 });
