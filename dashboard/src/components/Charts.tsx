@@ -22,6 +22,9 @@ function timeLabel(t: number, spanMs: number): string {
     : d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
+/** Acquire time ticks: decades, then a minute, ten minutes and an hour. */
+const tickValues = [1, 10, 100, 1000, 10_000, 60_000, 600_000, 3_600_000];
+
 function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
@@ -35,16 +38,17 @@ export function AcquireChart({ points, now }: { points: AcquirePoint[]; now: num
   const t0 = points[0]!.at;
   const t1 = Math.max(now, points[points.length - 1]!.at);
   const span = Math.max(1, t1 - t0);
-  // Log scale: hot acquires take milliseconds, cold ones minutes.
-  const lo = Math.log10(Math.max(1, Math.min(...points.map((p) => p.ms))) / 2);
-  const hi = Math.log10(Math.max(10, ...points.map((p) => p.ms)) * 2);
-  const x = (t: number) => margin.left + ((t - t0) / span) * plotW;
+  // Log scale from the tick below the fastest to the tick above the slowest: hot acquires take
+  // milliseconds, cold ones minutes, and at least two ticks frame even a single point.
+  const values = points.map((p) => Math.max(1, p.ms));
+  const below = [...tickValues].reverse().find((v) => v <= Math.min(...values)) ?? 1;
+  const above = tickValues.find((v) => v > Math.max(...values)) ?? tickValues.at(-1)!;
+  const lo = Math.log10(below);
+  const hi = Math.log10(above);
+  const x = (t: number) => margin.left + 8 + ((t - t0) / span) * (plotW - 16);
   const y = (v: number) =>
     margin.top + plotH - ((Math.log10(Math.max(1, v)) - lo) / (hi - lo)) * plotH;
-  const ticks = [1, 10, 100, 1000, 10_000, 60_000, 600_000].filter((v) => {
-    const l = Math.log10(v);
-    return l >= lo && l <= hi;
-  });
+  const ticks = tickValues.filter((v) => v >= below && v <= above);
   const byPath = (['hot', 'warm', 'cold'] as const).map((path) => ({
     path,
     values: points.filter((p) => p.path === path).map((p) => p.ms),
@@ -96,7 +100,7 @@ export function BuildCountChart({ buckets }: { buckets: CountBucket[] }) {
   if (buckets.length === 0) return <p className="muted">No builds yet.</p>;
   const max = Math.max(1, ...buckets.map((b) => b.succeeded + b.failed + b.other));
   const slot = plotW / buckets.length;
-  const barW = Math.max(2, slot * 0.7);
+  const barW = Math.min(48, Math.max(2, slot * 0.7));
   const y = (v: number) => (v / max) * plotH;
   const span = buckets.length * buckets[0]!.size;
   const stack: Array<[keyof Omit<CountBucket, 'start' | 'size'>, string]> = [
