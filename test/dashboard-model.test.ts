@@ -9,6 +9,7 @@ import {
   connectionHealth,
   diffLines,
   formatDuration,
+  segmentLabel,
   summaryChanges,
 } from '../dashboard/src/model';
 
@@ -98,10 +99,34 @@ test('a waiting builder shows the phase it is in as still open', (t) => {
   const segs = builderSegments(build([b], { status: 'pending' }), b, t0 + 2_100);
   t.deepEqual(segs.at(-1), {
     phase: 'provisioning',
+    covers: ['provisioning'],
     startMs: t0 + 100,
     durationMs: 2_000,
     open: true,
   });
+});
+
+test('a milestone the control plane did not record merges its phase into the next one', (t) => {
+  // The machine registered before the agent reported the apply that started it.
+  const b = builder({
+    pickedUpAt: at(100),
+    registeredAt: at(12_100),
+    readyAt: at(13_000),
+    answeredAt: at(13_010),
+  });
+  const segs = builderSegments(build([b], { buildMs: 2_000 }), b, t0 + 60_000);
+  t.deepEqual(
+    segs.map((s) => [s.phase, s.durationMs]),
+    [
+      ['queued', 100],
+      ['booting', 12_000],
+      ['starting', 900],
+      ['handoff', 10],
+      ['build', 2_000],
+    ],
+  );
+  t.is(segmentLabel(segs[1]!), 'creating or starting the machine + machine registering');
+  t.is(segmentLabel(segs[0]!), 'waiting for the agent');
 });
 
 test('acquire points carry the path and time from request to answer, oldest first', (t) => {

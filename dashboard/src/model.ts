@@ -30,58 +30,66 @@ const milestones: Array<[keyof Builder['phases'], PhaseName]> = [
 
 export interface PhaseSegment {
   phase: PhaseName;
+  /**
+   * The phases this segment stands for: more than one when a milestone between them was not
+   * recorded (a machine that registered before the agent reported its apply).
+   */
+  covers: PhaseName[];
   startMs: number;
   durationMs: number;
   /** True while the phase is still going on (its end is `now`). */
   open: boolean;
 }
 
+/** "creating or starting the machine + machine registering" for a merged segment. */
+export function segmentLabel(seg: Pick<PhaseSegment, 'covers'>): string {
+  return seg.covers.map((p) => phaseLabels[p]).join(' + ');
+}
+
 /**
- * The phases of a build on one builder, as consecutive segments from the request on. A phase
- * whose milestone was skipped (a hot builder is never picked up by the agent) is attributed to
- * the next milestone that was reached. The build phase lasts `buildMs` as reported by the CLI,
- * or until the build finished, or until now while it runs.
+ * The phases of a build on one builder, as consecutive segments from the request on. Phases
+ * before the first milestone reached were not part of its path (a hot builder is never picked
+ * up by the agent) and are left out; a milestone missing after that merges its phase into the
+ * next one reached. The build phase lasts `buildMs` as reported by the CLI, or until the build
+ * finished, or until now while it runs.
  */
 export function builderSegments(build: Build, builder: Builder, now: number): PhaseSegment[] {
   const segments: PhaseSegment[] = [];
+  const one = (phase: PhaseName, startMs: number, durationMs: number, open: boolean) =>
+    segments.push({ phase, covers: [phase], startMs, durationMs, open });
   let cursor = ms(builder.phases.requestedAt);
+  let skipped: PhaseName[] = [];
   for (const [field, phase] of milestones) {
     const at = builder.phases[field];
-    if (at === null) continue;
+    if (at === null) {
+      if (segments.length > 0) skipped.push(phase);
+      continue;
+    }
     const end = Math.max(cursor, ms(at as string));
-    segments.push({ phase, startMs: cursor, durationMs: end - cursor, open: false });
+    segments.push({
+      phase,
+      covers: [...skipped, phase],
+      startMs: cursor,
+      durationMs: end - cursor,
+      open: false,
+    });
+    skipped = [];
     cursor = end;
   }
   const finished = build.finishedAt ? ms(build.finishedAt) : null;
   if (builder.phases.answeredAt !== null) {
     if (build.buildMs !== null) {
-      segments.push({ phase: 'build', startMs: cursor, durationMs: build.buildMs, open: false });
+      one('build', cursor, build.buildMs, false);
     } else if (finished !== null) {
-      segments.push({
-        phase: 'build',
-        startMs: cursor,
-        durationMs: Math.max(0, finished - cursor),
-        open: false,
-      });
+      one('build', cursor, Math.max(0, finished - cursor), false);
     } else if (build.status === 'running' || build.status === 'pending') {
-      segments.push({
-        phase: 'build',
-        startMs: cursor,
-        durationMs: Math.max(0, now - cursor),
-        open: true,
-      });
+      one('build', cursor, Math.max(0, now - cursor), true);
     }
   } else if (builder.state === 'pending') {
     // Still waiting: the phase after the last milestone reached is going on now.
-    const next = milestones.find(([field]) => builder.phases[field] === null);
-    if (next) {
-      segments.push({
-        phase: next[1],
-        startMs: cursor,
-        durationMs: Math.max(0, now - cursor),
-        open: true,
-      });
-    }
+    const reached = milestones.map(([field]) => builder.phases[field] !== null);
+    const next = milestones[reached.lastIndexOf(true) + 1];
+    if (next) one(next[1], cursor, Math.max(0, now - cursor), true);
   }
   return segments;
 }

@@ -1,7 +1,13 @@
 // The time a build spent in each phase, as one bar per builder: waiting for the agent,
 // creating the machine, registering, starting BuildKit, answering the CLI, building.
 import type { Build } from '../../../common/protocol';
-import { builderSegments, formatDuration, phaseLabels, type PhaseName } from '../model';
+import {
+  builderSegments,
+  formatDuration,
+  phaseLabels,
+  segmentLabel,
+  type PhaseName,
+} from '../model';
 
 export const phaseOrder: PhaseName[] = [
   'queued',
@@ -38,7 +44,7 @@ export function PhaseBars({ build, now, scaleMs }: { build: Build; now: number; 
                   className={`phase phase-${seg.phase}${seg.open ? ' phase-open' : ''}`}
                   data-phase={seg.phase}
                   style={{ width: `${scaleMs > 0 ? (100 * seg.durationMs) / scaleMs : 0}%` }}
-                  title={`${phaseLabels[seg.phase]}: ${formatDuration(seg.durationMs)}${seg.open ? ' so far' : ''}`}
+                  title={`${segmentLabel(seg)}: ${formatDuration(seg.durationMs)}${seg.open ? ' so far' : ''}`}
                 />
               ))}
             </div>

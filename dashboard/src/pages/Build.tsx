@@ -1,7 +1,7 @@
 // One build: its builders with path, machine, endpoint, why it waited, and every phase with
 // its duration.
 import type { PageProps } from '../App';
-import { builderSegments, formatDuration, phaseLabels } from '../model';
+import { builderSegments, formatDuration, segmentLabel } from '../model';
 import { PhaseBars, PhaseLegend, buildSpanMs } from '../components/PhaseBar';
 import { href } from '../route';
 import { Badge, PageState, nameOf, usePagePoll } from './common';
@@ -63,7 +63,7 @@ export function BuildPage(props: PageProps & { buildId: string }) {
             <tbody>
               {builderSegments(b, x, now).map((seg) => (
                 <tr key={seg.phase} data-phase={seg.phase}>
-                  <td>{phaseLabels[seg.phase]}</td>
+                  <td>{segmentLabel(seg)}</td>
                   <td>
                     {formatDuration(seg.durationMs)}
                     {seg.open && ' so far'}
