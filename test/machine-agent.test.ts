@@ -10,7 +10,8 @@ import path from 'node:path';
 import { ApiError } from '../common/api';
 import { freePort } from '../common/net';
 import { waitFor } from '../common/wait';
-import { defaultTiming } from '../machine/agent';
+import { defaultTiming, runMachineAgent } from '../machine/agent';
+import { configFromEnv } from '../machine/config';
 import { buildCsr, localProject, startTestControlPlane } from './helpers/control-plane';
 import {
   agentEnv,
@@ -20,6 +21,7 @@ import {
   waitForBuilder,
 } from './helpers/machine-agent';
 import { buildctl, dockerfileBuildArgs } from './helpers/mtls-buildkitd';
+import { captureLogger } from './helpers/logger';
 import { tempDir } from './helpers/tmp';
 
 const fixtures = path.join(__dirname, 'fixtures');
@@ -287,4 +289,56 @@ test('an agent killed outright is started again and takes over from the buildkit
   const { target, client } = await buildClient(path.join(work, 'cli'), next.keys, builder);
   const workers = await buildctl(target, client, ['debug', 'workers']);
   t.is(workers.code, 0, workers.output);
+});
+
+test('a shutdown task from the control plane stops the agent cleanly with its reason', async (t) => {
+  const tcp = await startTestControlPlane(t);
+  const work = await tempDir(t, 'machine-e2e');
+  const { project, agent: cloudAgent } = await localProject(tcp);
+  await requestBuild(tcp.user, project.id);
+  await cloudAgent.sync();
+  const desired = cloudAgent.fleet!.machines[0]!;
+  const { logger, lines } = captureLogger();
+  const stop = new AbortController();
+  const running = runMachineAgent(
+    configFromEnv(
+      agentEnv({
+        apiUrl: tcp.url,
+        machineId: desired.id,
+        registrationToken: desired.registrationToken!,
+        stateDir: path.join(work, 'machines', desired.id),
+        volumesDir: path.join(work, 'volumes'),
+        buildkitPort: await freePort(),
+      }),
+    ),
+    { signal: stop.signal, logger },
+  );
+  running.catch(() => undefined);
+  t.teardown(async () => {
+    stop.abort('test ended');
+    await running.catch(() => undefined);
+  });
+  await waitFor(
+    async () => (await tcp.user.call('listMachines', {})).machines[0]?.registeredAt ?? undefined,
+    {
+      timeoutMs: 30_000,
+      what: 'the machine to register',
+    },
+  );
+
+  // The planner gives the machine up (here: the provider reported it could not run it).
+  await cloudAgent.applyFleet({
+    capacity: [
+      { machineId: desired.id, platform: 'linux/amd64', reason: 'InsufficientInstanceCapacity' },
+    ],
+  });
+  const exit = await running;
+  t.regex(exit.reason, /InsufficientInstanceCapacity/);
+  t.true(lines().some((l) => l.msg === 'shutdown task'));
+  t.true(
+    lines().some((l) => l.msg === 'shut down cleanly'),
+    'the control plane was told',
+  );
+  const { machines } = await tcp.user.call('listMachines', { query: { includeDeleted: true } });
+  t.false(machines[0]!.health?.buildkitdAlive ?? false);
 });
