@@ -66,7 +66,14 @@ export async function prepareVolume(
   if (config.provider === 'local') {
     if (!config.volumesDir) throw new Error('volumesDir is required for the local provider');
     const root = path.join(config.volumesDir, volume.id);
-    await mkdir(root, { recursive: true, mode: 0o700 });
+    try {
+      await mkdir(root, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new MachineAgentError(
+        'volume_unusable',
+        `cannot use ${root} as cache volume ${volume.id}: ${(err as NodeJS.ErrnoException).code ?? String(err)}; check that SLIPWAY_VOLUMES_DIR is a writable directory`,
+      );
+    }
     await claim(root, volume.id);
     return { id: volume.id, root, release: () => syncFilesystem(root) };
   }

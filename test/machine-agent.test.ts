@@ -5,7 +5,7 @@
 // back and the health report says so; SIGTERM shuts down cleanly within its deadline; started
 // again, the machine resumes without registering, cache kept.
 import test from 'ava';
-import { copyFile, cp, readFile, stat } from 'node:fs/promises';
+import { copyFile, cp, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ApiError } from '../common/api';
 import { freePort } from '../common/net';
@@ -341,4 +341,95 @@ test('a shutdown task from the control plane stops the agent cleanly with its re
   );
   const { machines } = await tcp.user.call('listMachines', { query: { includeDeleted: true } });
   t.false(machines[0]!.health?.buildkitdAlive ?? false);
+});
+
+test('health is reported on the interval even when nothing changes', async (t) => {
+  const tcp = await startTestControlPlane(t);
+  const work = await tempDir(t, 'machine-e2e');
+  const { project, agent: cloudAgent } = await localProject(tcp);
+  await requestBuild(tcp.user, project.id);
+  await cloudAgent.sync();
+  const desired = cloudAgent.fleet!.machines[0]!;
+  const stop = new AbortController();
+  const running = runMachineAgent(
+    configFromEnv(
+      agentEnv({
+        apiUrl: tcp.url,
+        machineId: desired.id,
+        registrationToken: desired.registrationToken!,
+        stateDir: path.join(work, 'machines', desired.id),
+        volumesDir: path.join(work, 'volumes'),
+        buildkitPort: await freePort(),
+      }),
+    ),
+    { signal: stop.signal, logger: captureLogger().logger, timing: { healthIntervalMs: 300 } },
+  );
+  running.catch(() => undefined);
+  t.teardown(async () => {
+    stop.abort('test ended');
+    await running.catch(() => undefined);
+  });
+
+  const lastHealth = async () =>
+    (await tcp.user.call('listMachines', {})).machines[0]?.lastHealthAt ?? undefined;
+  const first = await waitFor(lastHealth, { timeoutMs: 30_000, what: 'a first health report' });
+  const later = await waitFor(
+    async () => ((await lastHealth()) !== first ? lastHealth() : undefined),
+    {
+      timeoutMs: 30_000,
+      what: 'the next health report on the interval',
+    },
+  );
+  t.true(Date.parse(later!) > Date.parse(first));
+  stop.abort('received SIGTERM');
+  t.deepEqual(await running, { reason: 'received SIGTERM' });
+});
+
+test('a task that cannot be applied is reported with its reason and applied again once the cause is gone', async (t) => {
+  const tcp = await startTestControlPlane(t);
+  const work = await tempDir(t, 'machine-e2e');
+  const { project, agent: cloudAgent } = await localProject(tcp);
+  const { build } = await requestBuild(tcp.user, project.id);
+  await cloudAgent.sync();
+  const desired = cloudAgent.fleet!.machines[0]!;
+  // The volumes directory is not a directory: the cache volume cannot be made.
+  const volumesDir = path.join(work, 'volumes');
+  await writeFile(volumesDir, 'not a directory');
+  const stop = new AbortController();
+  const running = runMachineAgent(
+    configFromEnv(
+      agentEnv({
+        apiUrl: tcp.url,
+        machineId: desired.id,
+        registrationToken: desired.registrationToken!,
+        stateDir: path.join(work, 'machines', desired.id),
+        volumesDir,
+        buildkitPort: await freePort(),
+      }),
+    ),
+    { signal: stop.signal, logger: captureLogger().logger },
+  );
+  running.catch(() => undefined);
+  t.teardown(async () => {
+    stop.abort('test ended');
+    await running.catch(() => undefined);
+  });
+  await cloudAgent.applyFleet();
+
+  const reason = await waitFor(
+    async () => {
+      const builder = await tcp.user.call('waitBuilder', {
+        params: { buildId: build.id },
+        query: { platform: 'linux/amd64', wait: 0 },
+      });
+      return /BuildKit failed/.test(builder.reason) ? builder.reason : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 200, what: 'the failure to reach the CLI' },
+  );
+  t.regex(reason, /cannot use .* as cache volume .*ENOTDIR.*SLIPWAY_VOLUMES_DIR/);
+
+  await rm(volumesDir);
+  await mkdir(volumesDir);
+  const builder = await waitForBuilder(tcp.user, build.id);
+  t.is(builder.state, 'ready', builder.reason);
 });
