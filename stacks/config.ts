@@ -6,6 +6,8 @@ import { z } from 'zod';
 import { idSchema, platformSchema, platforms, type Platform } from '../common/protocol';
 
 export const configNamespace = 'slipway';
+const defaultVpcCidr = '10.80.0.0/16';
+const defaultAvailabilityZones = 2;
 
 const cidrV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/;
 const cidrV6 = /^[0-9a-fA-F:]+\/(\d{1,3})$/;
@@ -401,8 +403,8 @@ function normalize(c: RawConfig): StackConfig {
       ? { mode: 'existing', vpcId: c.vpcId, privateSubnetIds: c.privateSubnetIds }
       : {
           mode: 'new',
-          cidr: c.vpcCidr ?? '10.80.0.0/16',
-          availabilityZones: c.availabilityZones ?? 2,
+          cidr: c.vpcCidr ?? defaultVpcCidr,
+          availabilityZones: c.availabilityZones ?? defaultAvailabilityZones,
           natGateways: c.natGateways ?? 'single',
         };
   const instanceTypes = { ...defaultInstanceTypes };

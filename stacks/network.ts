@@ -24,11 +24,27 @@ export function controlPlanePort(controlPlaneUrl: string): number {
   return url.port ? Number(url.port) : url.protocol === 'http:' ? 80 : 443;
 }
 
+/**
+ * Subnet sizes in each zone of a new VPC: the zone's range (the VPC split in a power of two of
+ * zones) gives half to the builders' private subnet and a quarter to the public one, which only
+ * holds the NAT gateway. The configuration's bounds (/16 to /22, at most 6 zones) keep the
+ * public subnet within AWS's smallest, a /28.
+ */
+export function subnetMasks(
+  vpcCidr: string,
+  zones: number,
+): { zone: number; private: number; public: number } {
+  const vpcMask = Number(vpcCidr.split('/')[1]);
+  const zone = vpcMask + Math.ceil(Math.log2(zones));
+  return { zone, private: zone + 1, public: zone + 2 };
+}
+
 /** The awsx VPC for a new network: private subnets for builders and the agent, public for NAT. */
 export function newVpcArgs(
   network: Extract<NetworkConfig, { mode: 'new' }>,
   tags: Record<string, string>,
 ): awsx.ec2.VpcArgs {
+  const masks = subnetMasks(network.cidr, network.availabilityZones);
   return {
     cidrBlock: network.cidr,
     numberOfAvailabilityZones: network.availabilityZones,
@@ -37,8 +53,8 @@ export function newVpcArgs(
     subnetStrategy: 'Auto',
     // Builders live in the private subnets; the public ones only hold the NAT gateways.
     subnetSpecs: [
-      { type: 'Private', name: 'builders' },
-      { type: 'Public', name: 'nat', size: 256 },
+      { type: 'Private', name: 'builders', cidrMask: masks.private },
+      { type: 'Public', name: 'nat', cidrMask: masks.public },
     ],
     natGateways: { strategy: network.natGateways === 'onePerAz' ? 'OnePerAz' : 'Single' },
     tags,

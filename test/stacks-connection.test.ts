@@ -87,10 +87,11 @@ test.serial('new VPC with a connection: network, templates, agent and outputs', 
   t.is(vpc.inputs.cidrBlock, '10.80.0.0/16');
   t.is(vpc.inputs.numberOfAvailabilityZones, 2);
   t.deepEqual(vpc.inputs.natGateways, { strategy: 'Single' });
-  t.deepEqual(
-    (vpc.inputs.subnetSpecs as { type: string }[]).map((s) => s.type),
-    ['Private', 'Public'],
-  );
+  // Per zone (a /17 of the /16): half for builders, a quarter for the NAT gateway's subnet.
+  t.deepEqual(vpc.inputs.subnetSpecs, [
+    { type: 'Private', name: 'builders', cidrMask: 18 },
+    { type: 'Public', name: 'nat', cidrMask: 19 },
+  ]);
 
   // What the control plane stores for the connection, exactly in its schema.
   const awsConnection = awsConnectionConfigSchema.parse(outputs.awsConnection);
