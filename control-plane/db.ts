@@ -1,6 +1,6 @@
-// The database: knex over SQLite (`<dataDir>/slipway.db`, WAL, busy timeout, foreign keys) with
-// the migrations in migrations.ts. Queries stay within what knex renders for PostgreSQL too:
-// times are epoch milliseconds in bigint columns, JSON is text, no SQLite-only SQL.
+// The database: knex over SQLite (`<dataDir>/slipway.db`, WAL, busy timeout, foreign keys) by
+// default, or PostgreSQL given a URL, with the migrations in migrations.ts. Queries stay within
+// what knex renders for both: times are epoch milliseconds in bigint columns, JSON is text.
 import path from 'node:path';
 import knex, { type Knex } from 'knex';
 import { migrationSource } from './migrations';
@@ -13,8 +13,22 @@ interface SqliteConnection {
   run(sql: string, cb: (err: Error | null) => void): void;
 }
 
-export async function openDatabase(dataDir: string): Promise<Db> {
-  const db = knex({
+/** PostgreSQL when `url` is given (postgres://...), else SQLite in the data directory. */
+export async function openDatabase(dataDir: string, url?: string): Promise<Db> {
+  const db = url
+    ? knex({ client: 'pg', connection: url, pool: { min: 0, max: 10 } })
+    : sqlite(dataDir);
+  try {
+    await db.migrate.latest({ migrationSource });
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  return db;
+}
+
+function sqlite(dataDir: string): Db {
+  return knex({
     client: 'sqlite3',
     connection: { filename: path.join(dataDir, databaseFile) },
     useNullAsDefault: true,
@@ -38,13 +52,6 @@ export async function openDatabase(dataDir: string): Promise<Db> {
       },
     },
   });
-  try {
-    await db.migrate.latest({ migrationSource });
-  } catch (err) {
-    await db.destroy();
-    throw err;
-  }
-  return db;
 }
 
 /** Numbers from bigint columns (PostgreSQL returns them as strings). */

@@ -27,6 +27,11 @@ function parseUrl(value: string): string {
   throw new InvalidArgumentError('use an http:// or https:// URL');
 }
 
+function parseDatabaseUrl(value: string): string {
+  if (/^postgres(ql)?:\/\//.test(value)) return value;
+  throw new InvalidArgumentError('use a postgres:// URL');
+}
+
 function parseName(value: string): string {
   const parsed = nameSchema.safeParse(value);
   if (!parsed.success) throw new InvalidArgumentError(parsed.error.issues[0]!.message);
@@ -41,6 +46,12 @@ export async function main(argv: string[]): Promise<void> {
       '--data-dir <dir>',
       'database and server secret',
       process.env.SLIPWAY_DATA_DIR ?? path.join(os.homedir(), '.slipway', 'server'),
+    )
+    .option(
+      '--database-url <url>',
+      'PostgreSQL (postgres://...) instead of SQLite in the data directory',
+      parseDatabaseUrl,
+      process.env.SLIPWAY_DATABASE_URL,
     )
     .option('--listen <host:port>', 'address to listen on', parseListen, {
       host: '127.0.0.1',
@@ -60,6 +71,7 @@ export async function main(argv: string[]): Promise<void> {
   program.parse(argv, { from: 'user' });
   const opts = program.opts<{
     dataDir: string;
+    databaseUrl?: string;
     listen: { host: string; port: number };
     publicUrl?: string;
     tlsCert?: string;
@@ -72,6 +84,7 @@ export async function main(argv: string[]): Promise<void> {
   const log = pino({ name: 'slipway-control-plane' });
   const cp = await startControlPlane({
     dataDir: path.resolve(opts.dataDir),
+    databaseUrl: opts.databaseUrl,
     listen: opts.listen,
     publicUrl: opts.publicUrl,
     tls: opts.tlsCert && opts.tlsKey ? { certFile: opts.tlsCert, keyFile: opts.tlsKey } : undefined,

@@ -137,15 +137,16 @@ function fleetHash(fleet: DesiredFleet, settings: ConnectionSettings): string {
   return createHash('sha256').update(JSON.stringify({ content, settings })).digest('hex');
 }
 
+/** A connection's machines or volumes that are not deleted yet. */
+export function existing(db: Db, table: 'machines' | 'volumes', connectionId: string) {
+  return db(table).where({ connection_id: connectionId }).whereNot({ status: 'deleted' });
+}
+
 export async function loadFleet(db: Db, connectionId: string, secrets: ServerSecrets) {
   const conn = await db('connections').where({ id: connectionId }).first();
   if (!conn) return undefined;
-  const machines = await db('machines')
-    .where({ connection_id: connectionId })
-    .whereNot({ desired_state: 'deleted' });
-  const volumes = await db('volumes')
-    .where({ connection_id: connectionId })
-    .whereNot({ status: 'deleted' });
+  const machines = await existing(db, 'machines', connectionId);
+  const volumes = await existing(db, 'volumes', connectionId);
   const fleet = fleetOf(
     {
       id: connectionId,
@@ -267,20 +268,19 @@ export class Reconciler {
     const settings = connectionSettingsOf(conn);
     const aws = awsConfigOf(conn);
     const zones = aws ? [...new Set(aws.subnets.map((s) => s.zone))] : [];
-    const [machines, volumes, builds, requests, failures] = await Promise.all([
-      trx('machines').where({ connection_id: connectionId }).whereNot({ status: 'deleted' }),
-      trx('volumes').where({ connection_id: connectionId }).whereNot({ status: 'deleted' }),
-      trx('builds')
-        .where({ connection_id: connectionId })
-        .whereIn('status', ['pending', 'running']),
-      trx('builder_requests')
-        .where({ connection_id: connectionId })
-        .whereIn('state', ['pending', 'ready']),
-      trx('capacity_failures')
-        .where({ connection_id: connectionId })
-        .where('at', '>', now - capacityMemoryMs)
-        .orderBy('at'),
-    ]);
+    // One after the other: a transaction is one connection, which runs one query at a time.
+    const machines = await existing(trx, 'machines', connectionId);
+    const volumes = await existing(trx, 'volumes', connectionId);
+    const builds = await trx('builds')
+      .where({ connection_id: connectionId })
+      .whereIn('status', ['pending', 'running']);
+    const requests = await trx('builder_requests')
+      .where({ connection_id: connectionId })
+      .whereIn('state', ['pending', 'ready']);
+    const failures = await trx('capacity_failures')
+      .where({ connection_id: connectionId })
+      .where('at', '>', now - capacityMemoryMs)
+      .orderBy('at');
     const leaseExpiresAt = numOrNull(conn.lease_expires_at);
     return {
       now,
@@ -356,9 +356,7 @@ export class Reconciler {
     const connectionId = String(conn.id);
     const settings = input.connection.settings;
     const machineRows = new Map<string, Row>(
-      (
-        await trx('machines').where({ connection_id: connectionId }).whereNot({ status: 'deleted' })
-      ).map((r) => [String(r.id), r]),
+      (await existing(trx, 'machines', connectionId)).map((r) => [String(r.id), r]),
     );
 
     const volumeStatus = new Map(
@@ -487,12 +485,8 @@ export class Reconciler {
     }
 
     // The fleet: a new generation whenever its content changes.
-    const machines = await trx('machines')
-      .where({ connection_id: connectionId })
-      .whereNot({ desired_state: 'deleted' });
-    const volumes = await trx('volumes')
-      .where({ connection_id: connectionId })
-      .whereNot({ status: 'deleted' });
+    const machines = await existing(trx, 'machines', connectionId);
+    const volumes = await existing(trx, 'volumes', connectionId);
     const fleet = fleetOf(
       {
         id: connectionId,

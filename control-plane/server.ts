@@ -23,6 +23,8 @@ import { ServerSecrets } from './secrets';
 
 export interface ControlPlaneOptions {
   dataDir: string;
+  /** PostgreSQL (postgres://...) instead of SQLite in the data directory. */
+  databaseUrl?: string;
   /** Defaults to 127.0.0.1 and any free port. */
   listen?: { host: string; port: number };
   /** What machines and CLIs are told to use; defaults to the listen URL. */
@@ -52,7 +54,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const log = options.logger ?? pino({ name: 'slipway-control-plane' });
   await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
   const secrets = await ServerSecrets.load(options.dataDir);
-  const db = await openDatabase(options.dataDir);
+  const db = await openDatabase(options.dataDir, options.databaseUrl);
   const startedAt = Date.now();
   const closing = new AbortController();
   const notifier = new LocalNotifier();

@@ -92,6 +92,7 @@ test('slipway server refuses bad flags with a message', async (t) => {
   await t.throwsAsync(main(['--listen', 'nowhere']), { message: /host:port/ });
   await t.throwsAsync(main(['--public-url', 'ftp://x']), { message: /http/ });
   await t.throwsAsync(main(['--bootstrap-org', 'Not A Name']), { message: /lowercase/ });
+  await t.throwsAsync(main(['--database-url', 'mysql://db']), { message: /postgres:\/\// });
   await t.throwsAsync(main(['--tls-cert', 'a.pem']), {
     message: /--tls-cert and --tls-key go together/,
   });

@@ -6,7 +6,7 @@ import { num, type Db } from '../db';
 import type { RouteHandlers } from '../http';
 import { newId } from '../ids';
 import { longPoll, topics } from '../notifier';
-import { loadFleet } from '../reconciler';
+import { existing, loadFleet } from '../reconciler';
 import type { Services } from './services';
 
 type Row = Record<string, unknown>;
@@ -23,9 +23,7 @@ async function recordObservation(
   log: Services['log'],
 ) {
   const seenMachines = new Map(body.observation.machines.map((m) => [m.id, m]));
-  const machines = await trx('machines')
-    .where({ connection_id: connectionId })
-    .whereNot({ status: 'deleted' });
+  const machines = await existing(trx, 'machines', connectionId);
   for (const row of machines) {
     const o = seenMachines.get(String(row.id));
     seenMachines.delete(String(row.id));
@@ -46,9 +44,7 @@ async function recordObservation(
     );
   }
   const seenVolumes = new Map(body.observation.volumes.map((v) => [v.id, v]));
-  const volumes = await trx('volumes')
-    .where({ connection_id: connectionId })
-    .whereNot({ status: 'deleted' });
+  const volumes = await existing(trx, 'volumes', connectionId);
   for (const row of volumes) {
     const o = seenVolumes.get(String(row.id));
     const next = {
