@@ -20,6 +20,7 @@ export interface Subscription {
 export interface Notifier {
   notify(topics: Iterable<string>): void;
   subscribe(topics: string[]): Subscription;
+  close(): Promise<void>;
 }
 
 export class LocalNotifier implements Notifier {
@@ -32,6 +33,10 @@ export class LocalNotifier implements Notifier {
 
   notify(names: Iterable<string>): void {
     for (const name of new Set(names)) this.emitter.emit(name);
+  }
+
+  async close(): Promise<void> {
+    this.emitter.removeAllListeners();
   }
 
   subscribe(names: string[]): Subscription {

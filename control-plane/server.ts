@@ -13,6 +13,7 @@ import { openDatabase, type Db } from './db';
 import { errorsAndLogs, registerRoutes, type HttpContextState } from './http';
 import { createMetrics } from './metrics';
 import { LocalNotifier } from './notifier';
+import { PostgresNotifier } from './pg-notifier';
 import { openApiDocument } from './openapi';
 import { Reconciler } from './reconciler';
 import { agentRoutes } from './routes/agent';
@@ -57,7 +58,13 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const db = await openDatabase(options.dataDir, options.databaseUrl);
   const startedAt = Date.now();
   const closing = new AbortController();
-  const notifier = new LocalNotifier();
+  // Several replicas can share PostgreSQL; their long-polls then wake each other through it.
+  const notifier = options.databaseUrl
+    ? await PostgresNotifier.start(db, options.databaseUrl, log).catch(async (err: unknown) => {
+        await db.destroy();
+        throw err;
+      })
+    : new LocalNotifier();
   const metrics = createMetrics({
     processMetrics: options.processMetrics ?? false,
     pendingBuilders: async () => {
@@ -162,6 +169,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
           clearInterval(idle);
           clearTimeout(cut);
           await reconciler.close();
+          await notifier.close();
           await db.destroy();
           log.info('control plane stopped');
         })();
@@ -170,6 +178,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     };
   } catch (err) {
     await reconciler.close();
+    await notifier.close();
     await db.destroy();
     throw err;
   }

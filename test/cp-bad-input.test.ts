@@ -441,3 +441,78 @@ test('property: bodies that are wrong in any way never get a 500 and never write
   }
   t.true(refused > 400, `${refused} refused bodies`);
 });
+
+test('property: query strings and path ids of any shape never get a 500 and never write', async (t) => {
+  const w = await world(t);
+  const { a } = w;
+  const targets: { path: string; token: string }[] = [
+    { path: buildPath(routes.waitBuilder.path, { buildId: a.build.id }), token: w.userToken },
+    { path: '/v1/builds', token: w.userToken },
+    { path: '/v1/machines', token: w.userToken },
+    {
+      path: buildPath(routes.listAudit.path, { connectionId: a.connection.id }),
+      token: w.userToken,
+    },
+    { path: '/v1/machine/task', token: a.machine.token! },
+  ];
+  const param = fc.tuple(
+    fc.oneof(
+      fc.constantFrom(
+        'wait',
+        'platform',
+        'limit',
+        'before',
+        'generation',
+        'includeDeleted',
+        'kind',
+        'project',
+      ),
+      fc.string({ maxLength: 8 }),
+    ),
+    fc.oneof(
+      fc.string({ maxLength: 16 }),
+      fc.integer().map(String),
+      fc.constantFrom('true', 'false', '-1', '1e9', 'linux/amd64', ''),
+    ),
+  );
+  const before = await snapshot(w.tcp.cp.db);
+  await fc.assert(
+    fc.asyncProperty(
+      fc.constantFrom(...targets),
+      fc.array(param, { maxLength: 4 }),
+      async (target, params) => {
+        const query = new URLSearchParams(params).toString();
+        // Only quick answers: a valid long-poll would hold the property for its whole wait.
+        const res = await send(
+          w.tcp,
+          target.token,
+          'GET',
+          `${target.path}?${query}&wait=0`.replace(/^([^?]*)\?&/, '$1?'),
+          undefined,
+        );
+        return res.status < 500;
+      },
+    ),
+    { numRuns: 300 },
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.string({ maxLength: 40 }), async (id) => {
+      const res = await send(
+        w.tcp,
+        w.userToken,
+        'GET',
+        `/v1/builds/${encodeURIComponent(id)}`,
+        undefined,
+      );
+      return res.status === 404 || res.status === 200;
+    }),
+    { numRuns: 200 },
+  );
+  // Reads write only the CLI's sign of life on its build; nothing else changed.
+  const strip = (snap: string) =>
+    snap
+      .replace(/"last_seen_at":\d+/g, '')
+      .replace(/"session_at":\d+/g, '')
+      .replace(/"last_used_at":\d+/g, '');
+  t.is(strip(await snapshot(w.tcp.cp.db)), strip(before));
+});

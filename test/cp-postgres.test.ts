@@ -1,15 +1,18 @@
 // The same control plane on PostgreSQL (a real server started for the test): the whole life of
-// a build, and a pending build that survives a restart of the control plane on the database.
+// a build, a pending build that survives a restart of the control plane on the database, and two
+// replicas on one database waking each other's long-polls.
 import { copyFile } from 'node:fs/promises';
 import path from 'node:path';
 import test from 'ava';
 import pino from 'pino';
+import { ApiClient } from '../common/api';
 import { serverSecretFile } from '../control-plane/secrets';
 import { startControlPlane } from '../control-plane/server';
 import { coldThenHot } from './helpers/build-scenario';
 import {
   localProject,
   requestBuild,
+  ScriptedAgent,
   ScriptedMachine,
   startTestControlPlane,
 } from './helpers/control-plane';
@@ -52,4 +55,49 @@ test('a pending build survives a restart of the control plane on PostgreSQL', as
     query: { platform: 'linux/amd64', wait: 10 },
   });
   t.is(ready.state, 'ready');
+});
+
+test('two replicas on one PostgreSQL database wake each other long-polls', async (t) => {
+  const pg = await startPostgres(t);
+  const databaseUrl = await pg.database('replicas');
+  const one = await startTestControlPlane(t, { databaseUrl });
+  // A second replica: its own data directory with the same server secret.
+  const dataDir = await tempDir(t, 'cp-replica');
+  await copyFile(path.join(one.dataDir, serverSecretFile), path.join(dataDir, serverSecretFile));
+  const two = await startControlPlane({ dataDir, databaseUrl, logger: pino({ level: 'silent' }) });
+  t.teardown(() => two.close());
+  const onTwo = new ApiClient({ baseUrl: two.url, token: one.userToken });
+  t.teardown(() => onTwo.close());
+
+  const { project, agent, connectionToken } = await localProject(one);
+  // The same agent (its id) talking to the other replica.
+  const agentOnTwo = new ScriptedAgent(
+    new ApiClient({ baseUrl: two.url, token: connectionToken }),
+    agent.agentId,
+  );
+  t.teardown(() => agentOnTwo.api.close());
+  await agentOnTwo.sync();
+
+  // The agent waits on replica two; a build requested on replica one wakes it.
+  const waiting = agentOnTwo.sync({ wait: 25 });
+  const requested = performance.now();
+  const build = await requestBuild(one.user, project.id);
+  await waiting;
+  t.true(performance.now() - requested < 5000, 'woken across replicas, not by the end of its wait');
+  t.is(agentOnTwo.fleet!.machines.length, 1);
+
+  // The CLI waits on replica two; the machine's ready report on replica one answers it.
+  const machine = ScriptedMachine.fromFleet(one, agentOnTwo.fleet!);
+  await machine.register();
+  await agentOnTwo.applyFleet();
+  await machine.task();
+  const cli = onTwo.call('waitBuilder', {
+    params: { buildId: build.id },
+    query: { platform: 'linux/amd64', wait: 25 },
+  });
+  const reported = performance.now();
+  await machine.report('ready');
+  const ready = await cli;
+  t.is(ready.state, 'ready');
+  t.true(performance.now() - reported < 5000);
 });

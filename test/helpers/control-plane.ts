@@ -116,12 +116,15 @@ export async function localProject(
  * runs (or is stopped) and every volume exists, as a local agent would after a successful apply.
  */
 export class ScriptedAgent {
-  readonly agentId = randomUUID();
   known = 0;
   fleet: DesiredFleet | undefined;
   observation: Observation = { observedAt: new Date().toISOString(), machines: [], volumes: [] };
 
-  constructor(readonly api: ApiClient) {}
+  constructor(
+    readonly api: ApiClient,
+    /** Kept across restarts, as a real agent keeps it in its data directory. */
+    readonly agentId: string = randomUUID(),
+  ) {}
 
   async sync(
     opts: { wait?: number; applies?: SyncRequest['applies']; signal?: AbortSignal } = {},
