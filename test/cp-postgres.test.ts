@@ -83,7 +83,10 @@ test('two replicas on one PostgreSQL database wake each other long-polls', async
   const requested = performance.now();
   const build = await requestBuild(one.user, project.id);
   await waiting;
-  t.true(performance.now() - requested < 5000, 'woken across replicas, not by the end of its wait');
+  t.true(
+    performance.now() - requested < 12_000,
+    'woken across replicas, not by the end of its wait',
+  );
   t.is(agentOnTwo.fleet!.machines.length, 1);
 
   // The CLI waits on replica two; the machine's ready report on replica one answers it.
@@ -99,5 +102,5 @@ test('two replicas on one PostgreSQL database wake each other long-polls', async
   await machine.report('ready');
   const ready = await cli;
   t.is(ready.state, 'ready');
-  t.true(performance.now() - reported < 5000);
+  t.true(performance.now() - reported < 12_000, 'woken before the end of its wait');
 });

@@ -166,7 +166,7 @@ test('a restart on an existing database is fast and close() answers open long-po
   await tcp.cp.close();
   const res = await open;
   t.is(res.lease, 'held', 'the long-poll got its answer');
-  t.true(performance.now() - closing < 3000, 'close() did not wait for the long-poll');
+  t.true(performance.now() - closing < 10_000, 'close() did not wait for the 25 s long-poll');
 
   const started = performance.now();
   const again = await startControlPlane({
@@ -175,5 +175,6 @@ test('a restart on an existing database is fast and close() answers open long-po
   });
   const ms = performance.now() - started;
   t.teardown(() => again.close());
+  t.log(`started in ${Math.round(ms)} ms`);
   t.true(ms < 1000, `started in ${Math.round(ms)} ms`);
 });
