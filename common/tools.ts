@@ -4,7 +4,8 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 
-export type ToolName = 'pulumi' | 'buildkitd' | 'buildctl';
+/** moto_server is the EC2 emulator the AWS tests run (installed from PyPI by scripts/tools.sh). */
+export type ToolName = 'pulumi' | 'buildkitd' | 'buildctl' | 'moto_server';
 
 export class ToolMissingError extends Error {
   readonly code = 'tool_missing';

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Builds the two engines Slipway drives (the Pulumi CLI and BuildKit) from their published Go
-# modules into a per-user cache keyed by version, and installs the Debian packages they need.
+# modules into a per-user cache keyed by version, installs the Debian packages they need, and
+# moto's server (the EC2 emulator the tests run) from PyPI into a virtualenv beside them.
 # Idempotent: a second run finds everything in place and only prints the versions.
 set -euo pipefail
 
 PULUMI_VERSION="3.276.0"
 BUILDKIT_VERSION="0.34.2"
+MOTO_VERSION="5.2.5"
 
 TOOLS_DIR="${SLIPWAY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/slipway/tools}"
 PULUMI_DIR="$TOOLS_DIR/pulumi-v$PULUMI_VERSION"
 BUILDKIT_DIR="$TOOLS_DIR/buildkit-v$BUILDKIT_VERSION"
+MOTO_DIR="$TOOLS_DIR/moto-v$MOTO_VERSION"
 BIN_DIR="$TOOLS_DIR/bin"
 export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
@@ -116,6 +119,18 @@ build_buildkit() {
     github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl
 }
 
+# A virtualenv cannot be moved (its scripts name their interpreter by absolute path), so it is
+# built in place and a marker written last says the install finished.
+install_moto() {
+  [ -f "$MOTO_DIR/.complete" ] && return 0
+  command -v python3 >/dev/null || { log "python3 is required for moto's server (the EC2 emulator)"; exit 1; }
+  log "installing moto[server] $MOTO_VERSION from PyPI into $MOTO_DIR (the EC2 emulator for tests)"
+  rm -rf "$MOTO_DIR"
+  python3 -m venv "$MOTO_DIR"
+  "$MOTO_DIR/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+  touch "$MOTO_DIR/.complete"
+}
+
 link() { # target, name
   ln -sfn "$1" "$BIN_DIR/$2"
 }
@@ -142,11 +157,15 @@ main() {
     link "$BUILDKIT_DIR/bin/buildctl" buildctl
   fi
 
+  install_moto
+  link "$MOTO_DIR/bin/moto_server" moto_server
+
   log "tools directory: $BIN_DIR"
   log "pulumi:    $("$BIN_DIR/pulumi" version)"
   log "buildkitd: $("$BIN_DIR/buildkitd" --version)"
   log "buildctl:  $("$BIN_DIR/buildctl" --version)"
   log "runc:      $(runc --version | head -1)"
+  log "moto:      $("$MOTO_DIR/bin/python" -c 'import moto; print(moto.__version__)')"
 }
 
 main "$@"

@@ -1,0 +1,70 @@
+// The AWS provider: builders are EC2 instances and cache volumes are EBS volumes in the user's
+// account, converged through @pulumi/aws; the EC2 API observes them and removes orphans.
+import type { Logger } from 'pino';
+import type { DesiredFleet } from '../../common/protocol';
+import type { CapacityFailure, ConvergeOutcome } from '../outcome';
+import { urnName, urnType } from '../outcome';
+import type { FleetProvider } from '../provider';
+import { Ec2Fleet } from './observe';
+import { awsFleetProgram } from './program';
+import { awsFleetSpec } from './spec';
+
+export interface AwsProviderOptions {
+  connectionId: string;
+  region: string;
+  /** An EC2 endpoint other than AWS's own (the emulator in tests). */
+  ec2Endpoint?: string;
+  logger: Logger;
+}
+
+/** EC2 error codes that mean "no capacity for this machine now", not a broken fleet. */
+const capacityErrors =
+  /InsufficientInstanceCapacity|InsufficientCapacityOnHost|InstanceLimitExceeded|VcpuLimitExceeded|InsufficientFreeAddressesInSubnet|Unsupported/;
+const machineTypes = new Set([
+  'aws:ec2/instance:Instance',
+  'aws:ec2transitgateway/instanceState:InstanceState',
+]);
+
+/** The machines whose instance could not be launched or started for lack of capacity. */
+export function awsCapacityFailures(
+  fleet: DesiredFleet,
+  outcome: ConvergeOutcome,
+): CapacityFailure[] {
+  const platforms = new Map(fleet.machines.map((m) => [m.id, m.platform]));
+  const failures = new Map<string, CapacityFailure>();
+  for (const d of outcome.diagnostics) {
+    if (d.severity !== 'error' || !d.urn || !machineTypes.has(urnType(d.urn))) continue;
+    if (!capacityErrors.test(d.message)) continue;
+    const machineId = urnName(d.urn);
+    const platform = platforms.get(machineId);
+    if (!platform || failures.has(machineId)) continue;
+    failures.set(machineId, { machineId, platform, reason: d.message.slice(0, 2000) });
+  }
+  return [...failures.values()];
+}
+
+export function createAwsProvider(opts: AwsProviderOptions): FleetProvider {
+  const ec2 = new Ec2Fleet({
+    connectionId: opts.connectionId,
+    region: opts.region,
+    logger: opts.logger,
+    ...(opts.ec2Endpoint ? { endpoint: opts.ec2Endpoint } : {}),
+  });
+  return {
+    kind: 'aws',
+    engineEnv: {},
+    program(fleet, ctx) {
+      const spec = awsFleetSpec(fleet, ctx.current);
+      return {
+        program: awsFleetProgram(spec, {
+          connectionId: opts.connectionId,
+          controlPlaneUrl: ctx.controlPlaneUrl,
+        }),
+        capacityFailures: spec.capacityFailures,
+      };
+    },
+    capacityFailures: awsCapacityFailures,
+    observe: (stack) => ec2.observe(stack ?? undefined),
+    removeOrphans: (stack) => ec2.removeOrphans(stack),
+  };
+}

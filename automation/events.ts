@@ -1,0 +1,54 @@
+// Collects what the engine's event stream says during one operation: the steps per resource,
+// the change summary, and the diagnostics (failures carry the URN of the resource to blame).
+import type { EngineEvent } from '@pulumi/pulumi/automation';
+import { urnName, type ChangeSummary, type ResourceDiagnostic, type ResourceStep } from './outcome';
+
+export class EventCollector {
+  readonly steps: ResourceStep[] = [];
+  readonly diagnostics: ResourceDiagnostic[] = [];
+  readonly failedUrns: string[] = [];
+  summary: ChangeSummary | undefined;
+  canceled = false;
+
+  readonly onEvent = (event: EngineEvent): void => {
+    const pre = event.resourcePreEvent?.metadata;
+    if (pre && pre.op !== 'same') {
+      const step: ResourceStep = {
+        op: pre.op,
+        urn: pre.urn,
+        type: pre.type,
+        name: urnName(pre.urn),
+      };
+      if (pre.diffs && pre.diffs.length > 0) step.diffs = pre.diffs;
+      this.steps.push(step);
+    }
+    const failed = event.resOpFailedEvent?.metadata;
+    if (failed) this.failedUrns.push(failed.urn);
+    const diag = event.diagnosticEvent;
+    if (diag && (diag.severity === 'error' || diag.severity === 'warning') && !diag.ephemeral) {
+      const message = diag.message.trim();
+      if (message) {
+        this.diagnostics.push({
+          ...(diag.urn ? { urn: diag.urn } : {}),
+          severity: diag.severity,
+          message,
+        });
+      }
+    }
+    if (event.summaryEvent) this.summary = event.summaryEvent.resourceChanges as ChangeSummary;
+    if (event.cancelEvent) this.canceled = true;
+  };
+
+  /** Error diagnostics as one line per resource, e.g. "mch_x: InsufficientInstanceCapacity ...". */
+  errorText(): string | undefined {
+    const lines = this.diagnostics
+      .filter((d) => d.severity === 'error')
+      .map((d) => `${d.urn ? urnName(d.urn) : 'stack'}: ${d.message.replace(/\s+/g, ' ')}`);
+    return lines.length > 0 ? [...new Set(lines)].join('\n') : undefined;
+  }
+}
+
+/** True when a summary holds any operation besides "same". */
+export function summaryHasChanges(summary: ChangeSummary): boolean {
+  return Object.entries(summary).some(([op, n]) => op !== 'same' && n > 0);
+}

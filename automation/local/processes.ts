@@ -1,0 +1,97 @@
+// The process table as the local provider sees it: a process belongs to a directory when its
+// working directory is inside it. Local machines are started with their state directory as
+// working directory, and the Pulumi engine and its plugins run in the stack's work directory, so
+// both are found again after a restart without trusting a pid file (pids are reused).
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+
+export interface ProcessInfo {
+  pid: number;
+  ppid: number;
+  /** Process group id: a detached machine-agent leads its own group with its buildkitd. */
+  pgid: number;
+  cwd: string;
+}
+
+/** Fields of /proc/<pid>/stat after the command name, which may itself contain spaces. */
+function readStat(pid: number): { state: string; ppid: number; pgid: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return { state: fields[0] ?? '?', ppid: Number(fields[1]), pgid: Number(fields[2]) };
+}
+
+/** True when the process exists and is not a zombie waiting to be reaped. */
+export function isAlive(pid: number): boolean {
+  const stat = readStat(pid);
+  return stat !== undefined && stat.state !== 'Z' && stat.state !== 'X';
+}
+
+/** Live processes whose working directory is `dir` or below it. */
+export function processesUnder(dir: string): ProcessInfo[] {
+  const root = path.resolve(dir);
+  const found: ProcessInfo[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    let cwd: string;
+    try {
+      cwd = readlinkSync(`/proc/${pid}/cwd`);
+    } catch {
+      continue; // gone meanwhile, or not ours to inspect
+    }
+    if (cwd !== root && !cwd.startsWith(root + path.sep)) continue;
+    const stat = readStat(pid);
+    if (!stat || stat.state === 'Z' || stat.state === 'X') continue;
+    found.push({ pid, ppid: stat.ppid, pgid: stat.pgid, cwd });
+  }
+  return found;
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+  }
+}
+
+/**
+ * Ends every process under `dir`: SIGTERM to each (and to the groups they lead), then SIGKILL
+ * to what is left after `graceMs`. Resolves when none is left; returns the pids it signalled.
+ */
+export async function terminateProcessesUnder(dir: string, graceMs: number): Promise<number[]> {
+  const initial = processesUnder(dir);
+  if (initial.length === 0) return [];
+  for (const p of initial) {
+    if (p.pgid === p.pid) signal(-p.pid, 'SIGTERM');
+    signal(p.pid, 'SIGTERM');
+  }
+  const deadline = performance.now() + graceMs;
+  let interval = 20;
+  for (;;) {
+    const left = processesUnder(dir);
+    if (left.length === 0) break;
+    if (performance.now() >= deadline) {
+      for (const p of left) {
+        if (p.pgid === p.pid) signal(-p.pid, 'SIGKILL');
+        signal(p.pid, 'SIGKILL');
+      }
+      // SIGKILL cannot be refused; what remains are exits still being processed.
+      const killedAt = performance.now();
+      while (processesUnder(dir).length > 0 && performance.now() - killedAt < 5000) {
+        await delay(20);
+      }
+      break;
+    }
+    await delay(interval);
+    interval = Math.min(interval * 2, 200);
+  }
+  return initial.map((p) => p.pid);
+}
