@@ -706,3 +706,54 @@ export const machineAgentEnv = {
   volumesDir: 'SLIPWAY_VOLUMES_DIR',
   controlPlaneCaFile: 'SLIPWAY_CONTROL_PLANE_CA_FILE',
 } as const satisfies Record<keyof MachineAgentConfig, string>;
+
+// ---------------------------------------------------------------------------------------------
+// How the cloud-agent is configured (environment, or a JSON file with --config)
+
+export const cloudAgentConfigSchema = z
+  .object({
+    apiUrl: z.string().url(),
+    connectionToken: z
+      .string()
+      .regex(/^swc_[A-Za-z0-9_-]{43}$/, { message: 'must be a connection token (swc_...)' }),
+    /** Stacks, the agent's identity and reports; for the local provider, machines and volumes. */
+    dataDir: z.string().min(1),
+    /** PEM bundle to trust for the control plane's HTTPS, if not a public CA. */
+    controlPlaneCaFile: z.string().min(1).optional(),
+    /** Pulumi backend: file:// under the data directory unless set (s3://bucket?region=... on AWS). */
+    stateBackend: z
+      .string()
+      .regex(/^(file|s3):\/\/.+/, { message: 'must be a file:// or s3:// URL' })
+      .optional(),
+    /** `passphrase` (local) or a KMS key such as `awskms://alias/slipway-state?region=eu-west-1`. */
+    secretsProvider: z
+      .string()
+      .regex(/^(passphrase|awskms:\/\/.+)$/, { message: 'must be passphrase or awskms://...' })
+      .default('passphrase'),
+    /** The passphrase of a passphrase secrets provider; generated into the data directory if unset. */
+    statePassphrase: z.string().min(16).optional(),
+    /** How often the stack is compared with what really exists (a refresh preview); 0: never. */
+    driftCheckSeconds: z.coerce.number().int().min(0).max(86_400).default(600),
+    /** Local provider: the machine-agent's argv as a JSON array; defaults to this installation's. */
+    machineAgentCommand: z.array(z.string().min(1)).min(1).optional(),
+    /** AWS: an EC2 endpoint other than AWS's own (an emulator). */
+    ec2Endpoint: z.string().url().optional(),
+    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
+  })
+  .strict();
+export type CloudAgentConfig = z.infer<typeof cloudAgentConfigSchema>;
+
+/** The environment variables that map to CloudAgentConfig fields. */
+export const cloudAgentEnv = {
+  apiUrl: 'SLIPWAY_API_URL',
+  connectionToken: 'SLIPWAY_CONNECTION_TOKEN',
+  dataDir: 'SLIPWAY_DATA_DIR',
+  controlPlaneCaFile: 'SLIPWAY_CONTROL_PLANE_CA_FILE',
+  stateBackend: 'SLIPWAY_STATE_BACKEND',
+  secretsProvider: 'SLIPWAY_SECRETS_PROVIDER',
+  statePassphrase: 'SLIPWAY_STATE_PASSPHRASE',
+  driftCheckSeconds: 'SLIPWAY_DRIFT_CHECK_SECONDS',
+  machineAgentCommand: 'SLIPWAY_MACHINE_AGENT_COMMAND',
+  ec2Endpoint: 'SLIPWAY_EC2_ENDPOINT',
+  logLevel: 'SLIPWAY_LOG_LEVEL',
+} as const satisfies Record<keyof CloudAgentConfig, string>;

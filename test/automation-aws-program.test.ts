@@ -111,12 +111,25 @@ test('the aws program builds tagged IMDSv2 instances, encrypted gp3 volumes, att
 
   t.true(isSecretValue(a.inputs.userData), 'the user data (with the token) is a Pulumi secret');
   const userData = unwrap(a.inputs.userData) as string;
-  t.true(userData.startsWith('#!/bin/bash\n'));
-  t.true(userData.includes(`SLIPWAY_REGISTRATION_TOKEN=${token}`));
-  t.true(userData.includes('SLIPWAY_MACHINE_ID=mch_aaaaaaaa'));
-  t.true(userData.includes('SLIPWAY_API_URL=https://slipway.example.com'));
-  t.true(userData.includes(`cat > ${machineEnvFile} <<'SLIPWAY_ENV'`), 'a quoted here-document');
-  t.true(userData.includes(`chmod 0600 ${machineEnvFile}`));
+  t.is(
+    userData,
+    [
+      '#cloud-config',
+      '# Slipway builder: the machine-agent configuration, read by slipway-machine-agent.service.',
+      'write_files:',
+      `  - path: ${machineEnvFile}`,
+      "    owner: 'root:root'",
+      "    permissions: '0600'",
+      '    content: |',
+      '      SLIPWAY_API_URL=https://slipway.example.com',
+      '      SLIPWAY_MACHINE_ID=mch_aaaaaaaa',
+      `      SLIPWAY_REGISTRATION_TOKEN=${token}`,
+      '      SLIPWAY_PLATFORM=linux/amd64',
+      '      SLIPWAY_BUILDKIT_PORT=8372',
+      '',
+    ].join('\n'),
+    'cloud-config writes the root-only environment file before the machine-agent unit starts',
+  );
 
   const ebs = of('aws:ebs/volume:Volume');
   t.is(ebs.length, 1);

@@ -6,7 +6,7 @@ import * as pulumi from '@pulumi/pulumi';
 import type { PulumiFn } from '@pulumi/pulumi/automation';
 import type { AwsFleetSpec } from './spec';
 import { tagKeys } from './tags';
-import { bootstrapScript } from './user-data';
+import { bootstrapUserData } from './user-data';
 
 export interface AwsProgramContext {
   connectionId: string;
@@ -59,7 +59,7 @@ export function awsFleetProgram(spec: AwsFleetSpec, ctx: AwsProgramContext): Pul
           },
           // The registration token is single-use and must not show in state, diffs or logs.
           userData: pulumi.secret(
-            bootstrapScript({
+            bootstrapUserData({
               apiUrl: ctx.controlPlaneUrl,
               machineId: m.machineId,
               registrationToken: m.registrationToken,

@@ -1,24 +1,21 @@
-// The bootstrap an EC2 builder runs at first boot: it writes the machine-agent's configuration
-// (the SLIPWAY_* variables of common/protocol.ts, registration token included) to a root-only
-// environment file and starts the machine-agent unit the builder image ships.
+// The user data an EC2 builder boots with: cloud-config that writes the machine-agent's
+// configuration (the SLIPWAY_* variables of common/protocol.ts, registration token included) to
+// a root-only environment file. cloud-init writes it before the image's machine-agent unit
+// starts (docs/machine-agent.md), which reads it as its EnvironmentFile.
 import { machineAgentEnv, type MachineAgentConfig } from '../../common/protocol';
 
-/** Read by the machine-agent's systemd unit (EnvironmentFile=) in the builder image. */
 export const machineEnvFile = '/etc/slipway/machine.env';
-export const machineAgentUnit = 'slipway-machine-agent.service';
-/** Where the machine-agent keeps its key, token and certificates on a builder. */
-export const builderStateDir = '/var/lib/slipway/machine';
 
 export type BootstrapConfig = Pick<MachineAgentConfig, 'apiUrl' | 'machineId' | 'platform'> & {
   buildkitPort: number;
   /**
-   * Null once the machine has registered: its user data is then never run again (the program
+   * Null once the machine has registered: its user data is never used again (the program
    * ignores user data changes), so the line is simply left out.
    */
   registrationToken: string | null;
 };
 
-/** A value safe on one line of an EnvironmentFile and inside a quoted here-document. */
+/** A value safe on one line of an EnvironmentFile inside a YAML block scalar. */
 function envLine(name: string, value: string): string {
   if (!/^[A-Za-z0-9_:/.@%+=,~-]*$/.test(value)) {
     throw new Error(`${name} holds characters the bootstrap cannot write safely`);
@@ -26,29 +23,25 @@ function envLine(name: string, value: string): string {
   return `${name}=${value}`;
 }
 
-export function bootstrapScript(config: BootstrapConfig): string {
+export function bootstrapUserData(config: BootstrapConfig): string {
   const vars: [string, string][] = [
     [machineAgentEnv.apiUrl, config.apiUrl],
     [machineAgentEnv.machineId, config.machineId],
     ...(config.registrationToken
       ? [[machineAgentEnv.registrationToken, config.registrationToken] as [string, string]]
       : []),
-    [machineAgentEnv.provider, 'aws'],
     [machineAgentEnv.platform, config.platform],
-    [machineAgentEnv.stateDir, builderStateDir],
     [machineAgentEnv.buildkitPort, String(config.buildkitPort)],
   ];
   return [
-    '#!/bin/bash',
-    '# Slipway builder bootstrap: configure and start the machine-agent.',
-    'set -euo pipefail',
-    'umask 077',
-    `install -d -m 0700 ${machineEnvFile.slice(0, machineEnvFile.lastIndexOf('/'))}`,
-    `cat > ${machineEnvFile} <<'SLIPWAY_ENV'`,
-    ...vars.map(([k, v]) => envLine(k, v)),
-    'SLIPWAY_ENV',
-    `chmod 0600 ${machineEnvFile}`,
-    `systemctl enable --now ${machineAgentUnit}`,
+    '#cloud-config',
+    '# Slipway builder: the machine-agent configuration, read by slipway-machine-agent.service.',
+    'write_files:',
+    `  - path: ${machineEnvFile}`,
+    "    owner: 'root:root'",
+    "    permissions: '0600'",
+    '    content: |',
+    ...vars.map(([k, v]) => `      ${envLine(k, v)}`),
     '',
   ].join('\n');
 }

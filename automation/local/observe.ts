@@ -23,9 +23,10 @@ export function observeLocal(dataDir: string): {
   volumes: ObservedVolume[];
 } {
   const machines = ids(machinesDir(dataDir), machineId).map((id): ObservedMachine => {
-    // The group leader is the machine-agent; its buildkitd shares its working directory.
+    // The machine-agent is the root; its buildkitd shares its working directory.
     const procs = processesUnder(machineDir(dataDir, id));
-    const leader = procs.find((p) => p.pgid === p.pid) ?? procs[0];
+    const pids = new Set(procs.map((p) => p.pid));
+    const leader = procs.find((p) => !pids.has(p.ppid)) ?? procs[0];
     return leader
       ? { id, state: 'running', address: '127.0.0.1', providerId: String(leader.pid) }
       : { id, state: 'stopped', address: '127.0.0.1' };

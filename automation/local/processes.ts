@@ -9,13 +9,11 @@ import { setTimeout as delay } from 'node:timers/promises';
 export interface ProcessInfo {
   pid: number;
   ppid: number;
-  /** Process group id: a detached machine-agent leads its own group with its buildkitd. */
-  pgid: number;
   cwd: string;
 }
 
 /** Fields of /proc/<pid>/stat after the command name, which may itself contain spaces. */
-function readStat(pid: number): { state: string; ppid: number; pgid: number } | undefined {
+function readStat(pid: number): { state: string; ppid: number } | undefined {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -23,7 +21,7 @@ function readStat(pid: number): { state: string; ppid: number; pgid: number } | 
     return undefined;
   }
   const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return { state: fields[0] ?? '?', ppid: Number(fields[1]), pgid: Number(fields[2]) };
+  return { state: fields[0] ?? '?', ppid: Number(fields[1]) };
 }
 
 /** True when the process exists and is not a zombie waiting to be reaped. */
@@ -49,7 +47,7 @@ export function processesUnder(dir: string): ProcessInfo[] {
     if (cwd !== root && !cwd.startsWith(root + path.sep)) continue;
     const stat = readStat(pid);
     if (!stat || stat.state === 'Z' || stat.state === 'X') continue;
-    found.push({ pid, ppid: stat.ppid, pgid: stat.pgid, cwd });
+    found.push({ pid, ppid: stat.ppid, cwd });
   }
   return found;
 }
@@ -63,26 +61,23 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 }
 
 /**
- * Ends every process under `dir`: SIGTERM to each (and to the groups they lead), then SIGKILL
- * to what is left after `graceMs`. Resolves when none is left; returns the pids it signalled.
+ * Ends every process under `dir`. Only the roots (those whose parent is not among them, e.g. a
+ * machine-agent) get SIGTERM, so they can stop their children in order (a machine-agent stops
+ * its buildkitd and syncs the cache); roots that appear meanwhile get theirs too. After
+ * `graceMs` whatever is left gets SIGKILL. Returns the pids that were found.
  */
 export async function terminateProcessesUnder(dir: string, graceMs: number): Promise<number[]> {
-  const initial = processesUnder(dir);
-  if (initial.length === 0) return [];
-  for (const p of initial) {
-    if (p.pgid === p.pid) signal(-p.pid, 'SIGTERM');
-    signal(p.pid, 'SIGTERM');
-  }
+  const found = new Set<number>();
+  const termed = new Set<number>();
   const deadline = performance.now() + graceMs;
   let interval = 20;
   for (;;) {
-    const left = processesUnder(dir);
-    if (left.length === 0) break;
+    const procs = processesUnder(dir);
+    if (procs.length === 0) break;
+    const pids = new Set(procs.map((p) => p.pid));
+    for (const p of procs) found.add(p.pid);
     if (performance.now() >= deadline) {
-      for (const p of left) {
-        if (p.pgid === p.pid) signal(-p.pid, 'SIGKILL');
-        signal(p.pid, 'SIGKILL');
-      }
+      for (const p of procs) signal(p.pid, 'SIGKILL');
       // SIGKILL cannot be refused; what remains are exits still being processed.
       const killedAt = performance.now();
       while (processesUnder(dir).length > 0 && performance.now() - killedAt < 5000) {
@@ -90,8 +85,13 @@ export async function terminateProcessesUnder(dir: string, graceMs: number): Pro
       }
       break;
     }
-    await delay(interval);
+    for (const p of procs) {
+      if (pids.has(p.ppid) || termed.has(p.pid)) continue;
+      signal(p.pid, 'SIGTERM');
+      termed.add(p.pid);
+    }
+    await delay(Math.min(interval, Math.max(0, deadline - performance.now())));
     interval = Math.min(interval * 2, 200);
   }
-  return initial.map((p) => p.pid);
+  return [...found];
 }

@@ -53,8 +53,8 @@ export const machineAgentCommandEnv = 'SLIPWAY_MACHINE_AGENT_COMMAND';
 /** Of the provider process's environment, only these reach a machine-agent. */
 const inheritedEnv = ['PATH', 'HOME', 'SLIPWAY_TOOLS_DIR', 'TMPDIR'];
 
-/** How long a machine-agent gets to stop BuildKit and exit before it is killed. */
-const stopGraceMs = 20_000;
+/** A machine-agent stops BuildKit and exits within 30 s of SIGTERM; then it is killed. */
+const stopGraceMs = 40_000;
 /** Written by the provider into the state directory; the machine-agent owns everything else. */
 const placementFile = 'local-machine.json';
 export const machineLogFile = 'machine-agent.log';
@@ -121,8 +121,8 @@ function startMachineAgent(inputs: LocalMachineInputs, port: number, token: stri
       SLIPWAY_VOLUMES_DIR: inputs.volumesDir,
     });
     if (inputs.controlPlaneCaFile) env.SLIPWAY_CONTROL_PLANE_CA_FILE = inputs.controlPlaneCaFile;
-    // Detached with its own process group: it outlives the engine and the agent, and stopping
-    // it signals the whole group (its buildkitd included).
+    // Detached (its own session): it outlives the engine and the agent. Its working directory
+    // is how it is found again (automation/local/processes.ts).
     const child = spawn(file, args, {
       cwd: inputs.stateDir,
       detached: true,
