@@ -34,14 +34,14 @@ export async function runCloudAgent(config: CloudAgentConfig, opts: RunOptions):
   const onStop = () => stop.abort(opts.signal.reason);
   opts.signal.addEventListener('abort', onStop, { once: true });
 
-  let syncer: Syncer | undefined;
   const reconciler = new FleetReconciler({
     config,
     store,
     logger,
-    onReport: () => syncer?.kick(),
+    // Called only once the loops run, when `syncer` exists.
+    onReport: () => syncer.kick(),
   });
-  syncer = new Syncer({
+  const syncer: Syncer = new Syncer({
     api,
     store,
     agentVersion,

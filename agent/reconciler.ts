@@ -9,7 +9,7 @@ import { resolveBackend } from '../automation/backend';
 import { fleetDigest } from '../automation/fleet';
 import { stackLayout } from '../automation/layout';
 import { createLocalProvider } from '../automation/local';
-import { parseFleetOutputs, type FleetOutputs, type FleetProvider } from '../automation/provider';
+import { emptyInventory, type FleetInventory, type FleetProvider } from '../automation/provider';
 import { FleetSpecError } from '../automation/spec-error';
 import { FleetStack } from '../automation/stack';
 import type { CloudAgentConfig, DesiredFleet, Observation } from '../common/protocol';
@@ -18,6 +18,7 @@ import {
   driftReport,
   recoveryReport,
   failedReport,
+  orphansReport,
   unchangedReport,
 } from './reports';
 import type { AgentStateStore } from './state';
@@ -51,7 +52,10 @@ interface Connection {
 export class FleetReconciler {
   private latest: HeldLease | undefined;
   private connection: Connection | undefined;
-  private outputs: FleetOutputs = { machines: {}, volumes: {} };
+  /** What the stack holds, as of the last operation that succeeded. */
+  private inventory: FleetInventory = emptyInventory();
+  /** Look for orphans after the next successful update: at start and after failures. */
+  private orphanCheckDue = true;
   /** Converge even when the fleet digest matches: after recovery or drift. */
   private force = false;
   private refreshNext = false;
@@ -88,7 +92,7 @@ export class FleetReconciler {
     const provider = this.connection?.provider ?? this.providerFromState();
     if (!provider) return emptyObservation();
     try {
-      const seen = await provider.observe(this.outputs);
+      const seen = await provider.observe(this.inventory);
       this.lastObservation = { observedAt: new Date().toISOString(), ...seen };
     } catch (err) {
       this.opts.logger.warn(
@@ -173,7 +177,7 @@ export class FleetReconciler {
       this.opts.onReport();
       this.force = true;
     }
-    this.outputs = parseFleetOutputs(await stack.outputs());
+    this.inventory = provider.inventory(await stack.inventory());
     this.connection = { id: fleet.connectionId, provider, stack };
     return this.connection;
   }
@@ -242,6 +246,7 @@ export class FleetReconciler {
     const fleet = held.fleet;
     const digest = fleetDigest(fleet);
     const connection = await this.connect(fleet);
+    if (signal.aborted) return;
     const applied = store.applied;
     if (!this.force && this.failures === 0 && applied?.digest === digest) {
       // A new generation with nothing to build (e.g. a registration consumed a token).
@@ -254,7 +259,7 @@ export class FleetReconciler {
     try {
       program = connection.provider.program(fleet, {
         controlPlaneUrl: held.controlPlaneUrl,
-        current: this.outputs,
+        current: this.inventory,
       });
     } catch (err) {
       if (!(err instanceof FleetSpecError)) throw err;
@@ -281,15 +286,8 @@ export class FleetReconciler {
     ];
     let orphansRemoved: string[] = [];
     if (outcome.result === 'succeeded') {
-      this.outputs = parseFleetOutputs(outcome.outputs);
-      try {
-        orphansRemoved = await connection.provider.removeOrphans(this.outputs);
-      } catch (err) {
-        logger.error(
-          { err: err instanceof Error ? err.message : String(err) },
-          'orphan removal failed',
-        );
-      }
+      if (outcome.resources) this.inventory = connection.provider.inventory(outcome.resources);
+      if (this.orphanCheckDue) orphansRemoved = await this.removeOrphans(connection);
       this.failures = 0;
       this.force = false;
       this.refreshNext = false;
@@ -315,9 +313,42 @@ export class FleetReconciler {
     this.opts.onReport();
   }
 
+  /**
+   * Resources of the connection the stack does not hold, left by an update that crashed or
+   * failed between making them and recording them. Called with an inventory read after a
+   * successful operation only: the next update would adopt a crashed update's resources.
+   */
+  private async removeOrphans(connection: Connection): Promise<string[]> {
+    try {
+      const removed = await connection.provider.removeOrphans(this.inventory);
+      this.orphanCheckDue = false;
+      if (removed.length > 0) this.opts.logger.warn({ removed }, 'removed orphans');
+      return removed;
+    } catch (err) {
+      this.opts.logger.error(
+        { err: err instanceof Error ? err.message : String(err) },
+        'orphan removal failed; trying again after the next update',
+      );
+      return [];
+    }
+  }
+
+  /** With the drift check: orphans against the state as exported now, reported if any. */
+  private async periodicOrphanCheck(connection: Connection): Promise<void> {
+    const applied = this.opts.store.applied;
+    if (this.failures > 0 || !applied) return;
+    const startedAt = new Date();
+    this.inventory = connection.provider.inventory(await connection.stack.inventory());
+    const removed = await this.removeOrphans(connection);
+    if (removed.length === 0) return;
+    await this.opts.store.addApply(orphansReport(applied.generation, startedAt, removed));
+    this.opts.onReport();
+  }
+
   /** After a failure, the same fleet is tried again later; a newer one at once. */
   private backOff(generation: number): void {
     this.failures += 1;
+    this.orphanCheckDue = true;
     this.failedGeneration = generation;
     this.retryAt = performance.now() + retryDelayMs(this.failures);
     // What the engine saw may not match what exists: read it back before the next try.
@@ -348,7 +379,10 @@ export class FleetReconciler {
       );
       return;
     }
-    if (!preview.hasChanges) return;
+    if (!preview.hasChanges) {
+      await this.periodicOrphanCheck(connection);
+      return;
+    }
     this.opts.logger.warn({ summary: preview.summary }, 'drift found; converging with a refresh');
     await this.opts.store.setDrift(driftReport(preview, checkedAt));
     this.opts.onReport();

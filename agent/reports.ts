@@ -65,6 +65,22 @@ export function unchangedReport(generation: number, at: Date): ApplyReport {
   };
 }
 
+/** Orphans found and removed between updates (with a drift check). */
+export function orphansReport(generation: number, startedAt: Date, removed: string[]): ApplyReport {
+  return {
+    generation,
+    kind: 'converge',
+    result: 'succeeded',
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    summary: {},
+    steps: [],
+    diff: '',
+    capacityFailures: [],
+    orphansRemoved: removed.slice(0, limits.orphans),
+  };
+}
+
 export function recoveryReport(
   generation: number,
   startedAt: Date,

@@ -1,12 +1,25 @@
 // Collects what the engine's event stream says during one operation: the steps per resource,
 // the change summary, and the diagnostics (failures carry the URN of the resource to blame).
 import type { EngineEvent } from '@pulumi/pulumi/automation';
-import { urnName, type ChangeSummary, type ResourceDiagnostic, type ResourceStep } from './outcome';
+import {
+  urnName,
+  type ChangeSummary,
+  type ResourceDiagnostic,
+  type ResourceStep,
+  type StackResource,
+} from './outcome';
+
+/** A provider or the stack itself: not a resource of the fleet. */
+export function isFleetResource(type: string): boolean {
+  return !type.startsWith('pulumi:providers:') && type !== 'pulumi:pulumi:Stack';
+}
 
 export class EventCollector {
   readonly steps: ResourceStep[] = [];
   readonly diagnostics: ResourceDiagnostic[] = [];
   readonly failedUrns: string[] = [];
+  /** The state of each resource after its step, as the engine reports it. */
+  readonly resources: StackResource[] = [];
   summary: ChangeSummary | undefined;
   canceled = false;
 
@@ -21,6 +34,16 @@ export class EventCollector {
       };
       if (pre.diffs && pre.diffs.length > 0) step.diffs = pre.diffs;
       this.steps.push(step);
+    }
+    const done = event.resOutputsEvent?.metadata;
+    if (done?.new && isFleetResource(done.type) && !event.resOutputsEvent?.planning) {
+      this.resources.push({
+        urn: done.urn,
+        type: done.type,
+        name: urnName(done.urn),
+        id: done.new.id,
+        outputs: done.new.outputs ?? {},
+      });
     }
     const failed = event.resOpFailedEvent?.metadata;
     if (failed) this.failedUrns.push(failed.urn);

@@ -26,6 +26,15 @@ export interface ResourceDiagnostic {
 
 export type ConvergeResult = 'succeeded' | 'failed' | 'canceled';
 
+/** A resource as the stack state holds it (secret outputs masked). */
+export interface StackResource {
+  urn: string;
+  type: string;
+  name: string;
+  id: string;
+  outputs: Record<string, unknown>;
+}
+
 export interface ConvergeOutcome {
   result: ConvergeResult;
   startedAt: Date;
@@ -42,8 +51,11 @@ export interface ConvergeOutcome {
   /** URNs of the resources whose operation failed. */
   failedUrns: string[];
   diagnostics: ResourceDiagnostic[];
-  /** Stack outputs after the update (or as they were, when none ran). */
-  outputs: Record<string, unknown>;
+  /**
+   * Every resource of the stack after a successful update, from the engine's events; null when
+   * no update ran (the stack is as it was) or it failed.
+   */
+  resources: StackResource[] | null;
 }
 
 /** The logical name in a URN (`urn:pulumi:stack::project::type::name`). */

@@ -1,8 +1,8 @@
 // What the agent needs from a provider (local or aws) besides the shared stack machinery: the
-// fleet program, an observation made outside Pulumi, and the removal of orphans (resources of
-// the connection that the stack does not know).
+// fleet program, reading the stack's resources as machines and volumes, an observation made
+// outside Pulumi, and the removal of orphans (resources of the connection the stack lacks).
 import type { PulumiFn } from '@pulumi/pulumi/automation';
-import { z } from 'zod';
+import type { z } from 'zod';
 import type {
   DesiredFleet,
   Observation,
@@ -10,50 +10,33 @@ import type {
   observedMachineSchema,
   observedVolumeSchema,
 } from '../common/protocol';
-import type { CapacityFailure, ConvergeOutcome } from './outcome';
+import type { CapacityFailure, ConvergeOutcome, StackResource } from './outcome';
 
 export type ObservedMachine = z.infer<typeof observedMachineSchema>;
 export type ObservedVolume = z.infer<typeof observedVolumeSchema>;
 
-/** The stack outputs every fleet program returns: what the stack holds, by id. */
-export const fleetOutputsSchema = z.object({
-  machines: z
-    .record(
-      z.string(),
-      z.object({
-        providerId: z.string().nullish(),
-        zone: z.string().nullish(),
-        /** Local: BuildKit's port on 127.0.0.1. */
-        port: z.number().nullish(),
-        /** AWS: the power state the stack holds. */
-        state: z.string().nullish(),
-      }),
-    )
-    .default({}),
-  volumes: z
-    .record(
-      z.string(),
-      z.object({
-        providerId: z.string().nullish(),
-        zone: z.string().nullish(),
-        /** AWS: the instance it is attached to. */
-        attachedTo: z.string().nullish(),
-      }),
-    )
-    .default({}),
-});
-export type FleetOutputs = z.infer<typeof fleetOutputsSchema>;
+/** The machines and volumes the stack state holds, by Slipway id. */
+export interface FleetInventory {
+  machines: Record<string, { providerId: string; zone?: string }>;
+  volumes: Record<string, { providerId: string; zone?: string }>;
+}
 
-/**
- * The outputs of the last update (empty for a new stack). Unreadable outputs throw: orphan
- * removal must never mistake "unknown" for "nothing".
- */
-export function parseFleetOutputs(outputs: Record<string, unknown>): FleetOutputs {
-  const parsed = fleetOutputsSchema.safeParse(outputs);
-  if (!parsed.success) {
-    throw new Error(`the stack outputs are not a fleet: ${parsed.error.issues[0]?.message}`);
+export const emptyInventory = (): FleetInventory => ({ machines: {}, volumes: {} });
+
+/** Sorts stack resources into machines and volumes by their resource type. */
+export function inventoryOf(
+  resources: StackResource[],
+  types: { machine: string; volume: string },
+): FleetInventory {
+  const inventory = emptyInventory();
+  for (const r of resources) {
+    const zone =
+      typeof r.outputs.availabilityZone === 'string' ? r.outputs.availabilityZone : undefined;
+    const entry = { providerId: r.id, ...(zone ? { zone } : {}) };
+    if (r.type === types.machine) inventory.machines[r.name] = entry;
+    else if (r.type === types.volume) inventory.volumes[r.name] = entry;
   }
-  return parsed.data;
+  return inventory;
 }
 
 export interface FleetProgram {
@@ -66,7 +49,7 @@ export interface ProgramContext {
   /** The control plane's URL for machine-agents, from the sync answer. */
   controlPlaneUrl: string;
   /** What the stack holds now (zones chosen earlier are kept). */
-  current: FleetOutputs;
+  current: FleetInventory;
 }
 
 export interface FleetProvider {
@@ -75,10 +58,16 @@ export interface FleetProvider {
   readonly engineEnv: Record<string, string>;
   /** Throws FleetSpecError when the fleet cannot be built. */
   program(fleet: DesiredFleet, ctx: ProgramContext): FleetProgram;
+  /** The stack's resources as machines and volumes. */
+  inventory(resources: StackResource[]): FleetInventory;
   /** Capacity failures among the errors of an update (e.g. no instance capacity in a zone). */
   capacityFailures(fleet: DesiredFleet, outcome: ConvergeOutcome): CapacityFailure[];
   /** What exists in the provider for this connection, seen without Pulumi. */
-  observe(stack: FleetOutputs | null): Promise<Omit<Observation, 'observedAt'>>;
-  /** Removes resources of the connection absent from the stack; returns their descriptions. */
-  removeOrphans(stack: FleetOutputs): Promise<string[]>;
+  observe(stack: FleetInventory): Promise<Omit<Observation, 'observedAt'>>;
+  /**
+   * Removes resources of the connection that the stack does not hold; returns what it removed.
+   * Only safe on an inventory read after an update that succeeded: a crashed update's resources
+   * are adopted by the next update, not removed.
+   */
+  removeOrphans(stack: FleetInventory): Promise<string[]>;
 }

@@ -1,24 +1,25 @@
 // The inline Pulumi stack of one connection (project `slipway-fleet`, stack named after the
 // connection): opened once with a stable work directory and PULUMI_HOME, then preview, up,
 // refresh, drift check, cancel and crash recovery, one operation at a time.
+import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import {
   ConcurrentUpdateError,
   LocalWorkspace,
   PulumiCommand,
   Stack,
-  type OutputMap,
   type PulumiFn,
 } from '@pulumi/pulumi/automation';
 import type { Logger } from 'pino';
 import { engineEnv, toolsDir } from '../common/tools';
-import { EventCollector, summaryHasChanges } from './events';
-import type { ConvergeOutcome, PreviewOutcome } from './outcome';
-import { isAlive, processesUnder, terminateProcessesUnder } from './local/processes';
+import { EventCollector, isFleetResource, summaryHasChanges } from './events';
+import { urnName, type ConvergeOutcome, type PreviewOutcome, type StackResource } from './outcome';
+import { isAlive, terminateProcessesUnder } from './local/processes';
 
 export const fleetProjectName = 'slipway-fleet';
 
@@ -45,6 +46,8 @@ export interface FleetStackOptions {
 export interface RecoveryOutcome {
   /** Engine and plugin processes a previous agent left running in the work directory. */
   leftoverProcesses: number[];
+  /** Files of the file backend an engine that died mid-write left unreadable, now removed. */
+  repairedFiles: string[];
   /** Locks removed because no live process held them. */
   staleLocks: number;
   /** Operations the crashed update left pending, e.g. `creating mch_x`. */
@@ -62,7 +65,38 @@ export class FleetStackError extends Error {
   }
 }
 
+const execFileAsync = promisify(execFile);
+
 let pulumiCommand: Promise<PulumiCommand> | undefined;
+
+/**
+ * The file backend writes each object through a temporary file renamed into place, but its
+ * `.attrs` companion in place: an engine killed at that moment leaves an empty or cut one,
+ * which makes every later read fail ("failed to load checkpoint: EOF"). Without it the backend
+ * uses defaults, so unreadable ones are removed, with leftover temporary files.
+ */
+async function repairFileBackend(dir: string): Promise<string[]> {
+  const root = path.join(dir, '.pulumi');
+  if (!existsSync(root)) return [];
+  const removed: string[] = [];
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const file = path.join(entry.parentPath, entry.name);
+    let broken = /\.[0-9a-f]+\.tmp$/.test(entry.name);
+    if (!broken && entry.name.endsWith('.attrs')) {
+      try {
+        JSON.parse(await readFile(file, 'utf8'));
+      } catch {
+        broken = true;
+      }
+    }
+    if (broken) {
+      await rm(file, { force: true });
+      removed.push(path.relative(dir, file));
+    }
+  }
+  return removed;
+}
 
 /** The Pulumi CLI from `npm run tools` (or SLIPWAY_TOOLS_DIR), resolved once per process. */
 function pulumiCli(): Promise<PulumiCommand> {
@@ -85,8 +119,12 @@ function commandFailure(err: unknown): string {
   return text || String(err);
 }
 
-function plainOutputs(outputs: OutputMap): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(outputs).map(([k, v]) => [k, v.value]));
+/** The parts of `pulumi stack export` this module reads. */
+interface ExportedState {
+  deployment?: {
+    resources?: { urn: string; type: string; id?: string; outputs?: Record<string, unknown> }[];
+    pending_operations?: { type: string; resource: { urn: string } }[];
+  };
 }
 
 export class FleetStack {
@@ -96,18 +134,34 @@ export class FleetStack {
     private readonly opts: FleetStackOptions,
     private readonly workspace: LocalWorkspace,
     private readonly stack: Stack,
+    private readonly repairs: { leftoverProcesses: number[]; repairedFiles: string[] },
   ) {}
 
   get name(): string {
     return this.stack.name;
   }
 
-  /** Creates the stack on first use, selects it afterwards. No engine operation runs. */
+  /**
+   * Creates the stack on first use, selects it afterwards; no engine operation runs. Engine
+   * processes a previous run of this agent left in the work directory are ended first (they
+   * would write the state while we read it), and backend files they left half-written removed.
+   */
   static async open(opts: FleetStackOptions): Promise<FleetStack> {
     await mkdir(opts.workDir, { recursive: true, mode: 0o700 });
     await mkdir(opts.pulumiHome, { recursive: true, mode: 0o700 });
+    // Nothing of this process works there yet: whatever does is a previous run's.
+    const leftoverProcesses = await terminateProcessesUnder(opts.workDir, 10_000);
+    if (leftoverProcesses.length > 0) {
+      opts.logger.warn({ pids: leftoverProcesses }, 'ended engine processes of a previous run');
+    }
+    let repairedFiles: string[] = [];
     if (opts.backend.url.startsWith('file://')) {
-      await mkdir(fileURLToPath(opts.backend.url), { recursive: true, mode: 0o700 });
+      const dir = fileURLToPath(opts.backend.url);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      repairedFiles = await repairFileBackend(dir);
+      if (repairedFiles.length > 0) {
+        opts.logger.warn({ files: repairedFiles }, 'removed half-written backend files');
+      }
     }
     const env: Record<string, string> = {
       ...engineEnv(),
@@ -133,7 +187,7 @@ export class FleetStack {
       },
     });
     const stack = await Stack.createOrSelect(opts.connectionId, workspace);
-    return new FleetStack(opts, workspace, stack);
+    return new FleetStack(opts, workspace, stack, { leftoverProcesses, repairedFiles });
   }
 
   /** Runs operations one after the other: the engine allows one per stack. */
@@ -185,7 +239,7 @@ export class FleetStack {
           steps: [],
           failedUrns: [],
           diagnostics: previewEvents.diagnostics,
-          outputs: plainOutputs(await this.stack.outputs()),
+          resources: null,
         };
       }
       const upEvents = new EventCollector();
@@ -207,7 +261,7 @@ export class FleetStack {
           steps: upEvents.steps,
           failedUrns: [],
           diagnostics: upEvents.diagnostics,
-          outputs: plainOutputs(up.outputs),
+          resources: upEvents.resources,
         };
       } catch (err) {
         return this.failed(startedAt, preview, upEvents, err, opts.signal);
@@ -228,12 +282,6 @@ export class FleetStack {
         ? `the stack ${this.name} is locked by another update`
         : (events.errorText() ?? commandFailure(err));
     this.opts.logger.warn({ stack: this.name, canceled, error }, 'fleet update did not succeed');
-    let outputs: Record<string, unknown> = {};
-    try {
-      outputs = plainOutputs(await this.stack.outputs());
-    } catch {
-      // The outputs of a stack whose update failed may be unreadable; the report has the error.
-    }
     return {
       result: canceled ? 'canceled' : 'failed',
       startedAt,
@@ -245,7 +293,7 @@ export class FleetStack {
       error: canceled ? `canceled${error ? `: ${error}` : ''}` : error,
       failedUrns: events.failedUrns,
       diagnostics: events.diagnostics,
-      outputs,
+      resources: null,
     };
   }
 
@@ -298,24 +346,47 @@ export class FleetStack {
     return this.exclusive(() => this.stack.cancel());
   }
 
-  outputs(): Promise<Record<string, unknown>> {
-    return this.exclusive(async () => plainOutputs(await this.stack.outputs()));
+  /**
+   * The stack state as `pulumi stack export` prints it. Unlike Stack.exportStack, secrets stay
+   * encrypted: nothing here needs them.
+   */
+  private exportState(): Promise<ExportedState> {
+    return this.exclusive(async () => {
+      const { stdout } = await execFileAsync(
+        this.workspace.pulumiCommand.command,
+        ['stack', 'export', '--stack', this.name, '--non-interactive'],
+        {
+          cwd: this.opts.workDir,
+          env: { ...this.workspace.envVars, PULUMI_HOME: this.opts.pulumiHome },
+          maxBuffer: 512 * 1024 * 1024,
+        },
+      );
+      return JSON.parse(stdout) as ExportedState;
+    });
+  }
+
+  /** Every fleet resource the stack state holds. */
+  async inventory(): Promise<StackResource[]> {
+    const state = await this.exportState();
+    return (state.deployment?.resources ?? [])
+      .filter((r) => isFleetResource(r.type))
+      .map((r) => ({
+        urn: r.urn,
+        type: r.type,
+        name: urnName(r.urn),
+        id: r.id ?? '',
+        outputs: r.outputs ?? {},
+      }));
   }
 
   /**
-   * Repairs what a crash in the middle of an update leaves: engine processes of the previous
-   * agent still running, a lock nobody holds, operations recorded as pending. Pending creates
+   * Repairs what a crash in the middle of an update leaves (besides what open() repaired):
+   * a lock nobody holds, operations recorded as pending. Pending creates
    * are dropped from the state; the provider's creates are idempotent, so the next converge
    * adopts whatever they had made. Call it once at start, before any other operation.
    */
   async recover(): Promise<RecoveryOutcome> {
     const log = this.opts.logger;
-    // Processes working in our work directory are an engine and its plugins from a previous
-    // run of this agent (this process started none yet); they must not race the next update.
-    const leftoverProcesses = await terminateProcessesUnder(this.opts.workDir, 10_000);
-    if (leftoverProcesses.length > 0) {
-      log.warn({ pids: leftoverProcesses }, 'ended engine processes left by a previous agent run');
-    }
     const locks = this.lockHolders();
     let staleLocks = 0;
     if (locks === undefined || locks.length > 0) {
@@ -330,19 +401,16 @@ export class FleetStack {
       staleLocks = locks?.length ?? 0;
       if (staleLocks > 0) log.warn({ stack: this.name, staleLocks }, 'removed stale stack locks');
     }
-    const deployment = await this.exclusive(() => this.stack.exportStack());
-    const pending = (
-      (deployment.deployment?.pending_operations ?? []) as {
-        type: string;
-        resource: { urn: string };
-      }[]
-    ).map((op) => `${op.type} ${op.resource.urn.slice(op.resource.urn.lastIndexOf('::') + 2)}`);
+    const state = await this.exportState();
+    const pending = (state.deployment?.pending_operations ?? []).map(
+      (op) => `${op.type} ${urnName(op.resource.urn)}`,
+    );
     let refresh: PreviewOutcome | null = null;
     if (pending.length > 0) {
       log.warn({ stack: this.name, pending }, 'the last update was interrupted; refreshing');
       refresh = await this.refresh({ clearPendingCreates: true });
     }
-    return { leftoverProcesses, staleLocks, pendingOperations: pending, refresh };
+    return { ...this.repairs, staleLocks, pendingOperations: pending, refresh };
   }
 
   /**
@@ -374,10 +442,5 @@ export class FleetStack {
           return { pid: 0, hostname: '' };
         }
       });
-  }
-
-  /** Engine processes currently working for this stack (for tests and diagnostics). */
-  engineProcesses(): number[] {
-    return processesUnder(this.opts.workDir).map((p) => p.pid);
   }
 }

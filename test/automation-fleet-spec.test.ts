@@ -113,8 +113,8 @@ test('aws spec: zones already in the stack are kept, new ones spread determinist
   t.deepEqual(awsFleetSpec(desired, empty), first, 'the same fleet gives the same placement');
   const other = first.volumes[0]?.zone === 'eu-west-1a' ? 'eu-west-1b' : 'eu-west-1a';
   const kept = awsFleetSpec(desired, {
-    machines: { mch_aaaaaaaa: { zone: other } },
-    volumes: { vol_aaaaaaaa: { zone: other } },
+    machines: { mch_aaaaaaaa: { providerId: 'i-0123456789abcdef0', zone: other } },
+    volumes: { vol_aaaaaaaa: { providerId: 'vol-0123456789abcdef0', zone: other } },
   });
   t.is(kept.volumes[0]?.zone, other, 'the volume stays where it was created');
   t.is(kept.instances[0]?.zone, other);

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { DesiredFleet } from '../../common/protocol';
 import type { CapacityFailure, ConvergeOutcome } from '../outcome';
 import { urnName, urnType } from '../outcome';
-import type { FleetProvider } from '../provider';
+import { inventoryOf, type FleetProvider } from '../provider';
 import { Ec2Fleet } from './observe';
 import { awsFleetProgram } from './program';
 import { awsFleetSpec } from './spec';
@@ -63,8 +63,13 @@ export function createAwsProvider(opts: AwsProviderOptions): FleetProvider {
         capacityFailures: spec.capacityFailures,
       };
     },
+    inventory: (resources) =>
+      inventoryOf(resources, {
+        machine: 'aws:ec2/instance:Instance',
+        volume: 'aws:ebs/volume:Volume',
+      }),
     capacityFailures: awsCapacityFailures,
-    observe: (stack) => ec2.observe(stack ?? undefined),
+    observe: (stack) => ec2.observe(stack),
     removeOrphans: (stack) => ec2.removeOrphans(stack),
   };
 }

@@ -15,7 +15,7 @@ import {
   type VolumeAttachment,
 } from '@aws-sdk/client-ec2';
 import type { Logger } from 'pino';
-import type { FleetOutputs, ObservedMachine, ObservedVolume } from '../provider';
+import type { FleetInventory, ObservedMachine, ObservedVolume } from '../provider';
 import { tagKeys } from './tags';
 
 export interface Ec2FleetOptions {
@@ -105,10 +105,12 @@ export class Ec2Fleet {
    * for one machine, the one the stack holds is reported (the other is an orphan).
    */
   async observe(
-    stack?: FleetOutputs,
+    stack?: FleetInventory,
   ): Promise<{ machines: ObservedMachine[]; volumes: ObservedVolume[] }> {
     const [instances, volumes] = await Promise.all([this.instances(), this.volumes()]);
-    const inStack = new Set(Object.values(stack?.machines ?? {}).map((m) => m.providerId));
+    const inStack = new Set<string | undefined>(
+      Object.values(stack?.machines ?? {}).map((m) => m.providerId),
+    );
     const machines = new Map<string, ObservedMachine>();
     const machineOfInstance = new Map<string, string>();
     for (const i of instances) {
@@ -138,9 +140,9 @@ export class Ec2Fleet {
   }
 
   /** Terminates instances and deletes volumes of the connection that the stack does not hold. */
-  async removeOrphans(stack: FleetOutputs): Promise<string[]> {
+  async removeOrphans(stack: FleetInventory): Promise<string[]> {
     const log = this.opts.logger;
-    const keepInstances = new Set(Object.values(stack.machines).map((m) => m.providerId));
+    const keepInstances = new Set<string>(Object.values(stack.machines).map((m) => m.providerId));
     const keepVolumes = new Set(Object.values(stack.volumes).map((v) => v.providerId));
     const removed: string[] = [];
 

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import type { AwsConnectionConfig, DesiredFleet, Platform } from '../../common/protocol';
 import { commonFleetProblems } from '../fleet';
 import type { CapacityFailure } from '../outcome';
-import type { FleetOutputs } from '../provider';
+import type { FleetInventory } from '../provider';
 import { assertNoProblems } from '../spec-error';
 
 export interface AwsInstanceSpec {
@@ -51,7 +51,7 @@ function spread<T>(id: string, options: readonly T[]): T {
   return options[n % options.length] as T;
 }
 
-export function awsFleetSpec(fleet: DesiredFleet, current: FleetOutputs): AwsFleetSpec {
+export function awsFleetSpec(fleet: DesiredFleet, current: FleetInventory): AwsFleetSpec {
   const problems = commonFleetProblems(fleet, 'aws');
   const aws: AwsConnectionConfig | null = fleet.aws;
   if (!aws) {

@@ -3,10 +3,10 @@
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { toolsDir } from '../../common/tools';
-import type { FleetProvider } from '../provider';
+import { inventoryOf, type FleetProvider } from '../provider';
 import { observeLocal, removeLocalOrphans } from './observe';
 import { localFleetProgram } from './program';
-import { providerModuleEnv, providerModulePath } from './provider';
+import { LocalMachine, LocalVolume, providerModuleEnv, providerModulePath } from './provider';
 import { machineAgentCommandEnv } from './provider-impl';
 import { hostPlatform, localFleetSpec } from './spec';
 
@@ -49,6 +49,11 @@ export function createLocalProvider(opts: LocalProviderOptions): FleetProvider {
         capacityFailures: spec.capacityFailures,
       };
     },
+    inventory: (resources) =>
+      inventoryOf(resources, {
+        machine: LocalMachine.resourceType,
+        volume: LocalVolume.resourceType,
+      }),
     capacityFailures: () => [],
     observe: async () => observeLocal(dataDir),
     removeOrphans: (stack) => removeLocalOrphans(dataDir, stack),

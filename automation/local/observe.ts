@@ -4,7 +4,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { idSchema } from '../../common/protocol';
 import { machineDir, machinesDir, volumeDir, volumesDir } from '../layout';
-import type { FleetOutputs, ObservedMachine, ObservedVolume } from '../provider';
+import type { FleetInventory, ObservedMachine, ObservedVolume } from '../provider';
 import { processesUnder, terminateProcessesUnder } from './processes';
 
 const machineId = idSchema('machine');
@@ -43,7 +43,10 @@ export function observeLocal(dataDir: string): {
  * Machines and volumes on disk that the stack does not hold, left by an update that crashed
  * before recording them: their processes are ended and their directories removed.
  */
-export async function removeLocalOrphans(dataDir: string, stack: FleetOutputs): Promise<string[]> {
+export async function removeLocalOrphans(
+  dataDir: string,
+  stack: FleetInventory,
+): Promise<string[]> {
   const removed: string[] = [];
   for (const id of ids(machinesDir(dataDir), machineId)) {
     if (id in stack.machines) continue;

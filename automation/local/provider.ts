@@ -48,6 +48,7 @@ const providers: Record<Kind, pulumi.dynamic.ResourceProvider> = {
 type Inputs<T> = { [K in keyof T]: pulumi.Input<T[K]> };
 
 export class LocalMachine extends pulumi.dynamic.Resource {
+  static readonly resourceType = 'pulumi-nodejs:dynamic/slipway:LocalMachine';
   declare readonly state: pulumi.Output<string>;
   declare readonly port: pulumi.Output<number>;
 
@@ -64,6 +65,7 @@ export class LocalMachine extends pulumi.dynamic.Resource {
 }
 
 export class LocalVolume extends pulumi.dynamic.Resource {
+  static readonly resourceType = 'pulumi-nodejs:dynamic/slipway:LocalVolume';
   declare readonly path: pulumi.Output<string>;
 
   constructor(name: string, args: Inputs<LocalVolumeInputs>, opts?: pulumi.CustomResourceOptions) {

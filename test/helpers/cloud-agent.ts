@@ -1,0 +1,90 @@
+// The cloud-agent as its own process (agent/main.ts through tsx), on a data directory that
+// outlives it, so tests can stop it, kill it with SIGKILL mid-update and start it again. The
+// local machines it starts are detached on purpose; the teardown ends them (every process
+// working under the data directory) before the directory is removed.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { ExecutionContext } from 'ava';
+import { machineLogFile } from '../../automation/local/provider-impl';
+import { terminateProcessesUnder } from '../../automation/local/processes';
+import { cloudAgentEnv } from '../../common/protocol';
+
+const repoRoot = path.resolve(__dirname, '..', '..');
+
+export interface AgentProcess {
+  child: ChildProcess;
+  /** Its log (pino JSON lines) so far. */
+  output(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export interface AgentSettings {
+  apiUrl: string;
+  connectionToken: string;
+  dataDir: string;
+  env?: Record<string, string>;
+}
+
+/** Started in its own process group, so a test can also kill it with the engine it runs. */
+export function startAgentProcess(settings: AgentSettings): AgentProcess {
+  const tsx = pathToFileURL(require.resolve('tsx')).href;
+  const child = spawn(process.execPath, [`--import=${tsx}`, path.join(repoRoot, 'agent/main.ts')], {
+    cwd: repoRoot,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      ...process.env,
+      [cloudAgentEnv.apiUrl]: settings.apiUrl,
+      [cloudAgentEnv.connectionToken]: settings.connectionToken,
+      [cloudAgentEnv.dataDir]: settings.dataDir,
+      [cloudAgentEnv.logLevel]: 'debug',
+      ...settings.env,
+    },
+  });
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = once(child, 'exit').then(([code, signal]) => ({
+    code: code as number | null,
+    signal: signal as NodeJS.Signals | null,
+  }));
+  return { child, output: () => out, exited };
+}
+
+/** Stops an agent process if it still runs: SIGTERM, then SIGKILL after `graceMs`. */
+export async function stopAgentProcess(agent: AgentProcess, graceMs = 30_000) {
+  if (agent.child.exitCode !== null || agent.child.signalCode !== null) return agent.exited;
+  agent.child.kill('SIGTERM');
+  const timer = setTimeout(() => agent.child.kill('SIGKILL'), graceMs);
+  try {
+    return await agent.exited;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Registers the end of everything the agents of this test leave running under `dataDir`:
+ * machine-agents (with their buildkitd) and engine processes. On failure, their logs are shown.
+ */
+export function cleanUpLocalFleet(
+  t: ExecutionContext,
+  dataDir: string,
+  agents: () => AgentProcess[],
+): void {
+  t.teardown(async () => {
+    for (const agent of agents()) await stopAgentProcess(agent, 10_000);
+    if (!t.passed) {
+      for (const agent of agents()) t.log(`cloud-agent log:\n${agent.output().slice(-20_000)}`);
+      const machines = path.join(dataDir, 'machines');
+      for (const id of existsSync(machines) ? readdirSync(machines) : []) {
+        const log = path.join(machines, id, machineLogFile);
+        if (existsSync(log)) t.log(`${id} log:\n${readFileSync(log, 'utf8').slice(-10_000)}`);
+      }
+    }
+    await terminateProcessesUnder(dataDir, 40_000);
+  });
+}
