@@ -11,6 +11,7 @@ import { observeLocal } from '../automation/local/observe';
 import { processesUnder } from '../automation/local/processes';
 import { waitFor } from '../common/wait';
 import {
+  agentCaughtUp,
   cleanUpLocalFleet,
   startAgentProcess,
   stopAgentProcess,
@@ -72,13 +73,7 @@ async function crashMidUpdate(t: ExecutionContext, killGroup: boolean) {
   }
   // Builders may get ready from what the killed update had started; wait for the new agent to
   // have converged the current fleet too.
-  await waitFor(
-    async () => {
-      const c = await tcp.user.call('getConnection', { params: { connectionId: connection.id } });
-      return c.agent?.lastApplyResult === 'succeeded' && c.agent.appliedGeneration === c.generation;
-    },
-    { timeoutMs: 120_000, what: 'the restarted agent to apply the current fleet' },
-  );
+  await agentCaughtUp(tcp.user, connection.id);
 
   const { machines } = await tcp.user.call('listMachines', {
     query: { connection: connection.id },

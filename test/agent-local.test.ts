@@ -12,6 +12,7 @@ import type { ApiClient } from '../common/api';
 import type { Builder } from '../common/protocol';
 import { waitFor } from '../common/wait';
 import {
+  agentCaughtUp,
   cleanUpLocalFleet,
   startAgentProcess,
   stopAgentProcess,
@@ -115,6 +116,7 @@ test('a build request makes the agent create a machine and volume; idle it is st
   );
 
   // Each change has its preview diff in the audit trail.
+  await agentCaughtUp(tcp.user, connection.id);
   const { records } = await tcp.user.call('listAudit', {
     params: { connectionId: connection.id },
     query: { kind: 'converge', limit: 100 },

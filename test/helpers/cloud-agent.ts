@@ -8,6 +8,8 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ExecutionContext } from 'ava';
+import type { ApiClient } from '../../common/api';
+import { waitFor } from '../../common/wait';
 import { machineLogFile } from '../../automation/local/provider-impl';
 import { terminateProcessesUnder } from '../../automation/local/processes';
 import { cloudAgentEnv } from '../../common/protocol';
@@ -87,4 +89,18 @@ export function cleanUpLocalFleet(
     }
     await terminateProcessesUnder(dataDir, 40_000);
   });
+}
+
+/**
+ * Waits until the connection's agent has reported a successful apply of the current fleet
+ * generation: a builder can be ready before the update that started it has finished.
+ */
+export async function agentCaughtUp(user: ApiClient, connectionId: string, timeoutMs = 120_000) {
+  await waitFor(
+    async () => {
+      const c = await user.call('getConnection', { params: { connectionId } });
+      return c.agent?.lastApplyResult === 'succeeded' && c.agent.appliedGeneration === c.generation;
+    },
+    { timeoutMs, what: `the agent of ${connectionId} to apply the current fleet` },
+  );
 }
