@@ -6,6 +6,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { stackLayout } from '../automation/layout';
 import { observeLocal } from '../automation/local/observe';
 import { processesUnder } from '../automation/local/processes';
@@ -45,19 +46,25 @@ async function crashMidUpdate(t: ExecutionContext, killGroup: boolean) {
     );
   }
 
-  // The first machine directory appears while the update runs: kill the agent right then.
+  // Kill the agent while the update holds the stack's lock and has begun creating machines.
   const machinesDir = path.join(dataDir, 'machines');
-  await waitFor(() => existsSync(machinesDir) && readdirSync(machinesDir).length > 0, {
-    timeoutMs: 120_000,
-    intervalMs: 5,
-    what: 'the update to start creating machines',
-  });
+  const layout = stackLayout(dataDir, connection.id);
+  const locks = path.join(layout.backendDir, '.pulumi', 'locks');
+  const lockFiles = () =>
+    existsSync(locks)
+      ? readdirSync(locks, { recursive: true, withFileTypes: true }).filter((e) => e.isFile())
+      : [];
+  // The window lasts a second or so: watch it closely (waitFor backs off to 500 ms).
+  const deadline = performance.now() + 120_000;
+  while (!(existsSync(machinesDir) && readdirSync(machinesDir).length > 0 && lockFiles().length)) {
+    if (performance.now() > deadline) throw new Error('the update never started creating machines');
+    await delay(5);
+  }
   const killed = agents[0]!;
   process.kill(killGroup ? -killed.child.pid! : killed.child.pid!, 'SIGKILL');
   t.is((await killed.exited).signal, 'SIGKILL');
 
   agents.push(startAgentProcess(settings));
-  const layout = stackLayout(dataDir, connection.id);
   for (const build of builds) {
     await waitFor(
       async () => {
@@ -106,11 +113,7 @@ async function crashMidUpdate(t: ExecutionContext, killGroup: boolean) {
   const exit = await stopAgentProcess(agents[1]!);
   t.is(exit.code, 0);
   t.deepEqual(processesUnder(layout.workDir), [], 'no engine process left behind');
-  const locks = path.join(layout.backendDir, '.pulumi', 'locks');
-  const lockFiles = existsSync(locks)
-    ? readdirSync(locks, { recursive: true, withFileTypes: true }).filter((e) => e.isFile())
-    : [];
-  t.deepEqual(lockFiles, [], 'no stuck lock');
+  t.deepEqual(lockFiles(), [], 'no stuck lock');
   return { recoveries: records };
 }
 
