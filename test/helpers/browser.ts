@@ -67,3 +67,16 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   await page.screenshot({ path: file, fullPage: true });
   return file;
 }
+
+/** Follows a link of the header's navigation, as a user would. */
+export function nav(page: Page, label: string): Promise<void> {
+  return page.locator('header nav a', { hasText: label }).click();
+}
+
+/** Opens the dashboard at `url` and signs in with `token`; resolves once the header shows. */
+export async function signIn(page: Page, url: string, token: string): Promise<void> {
+  await page.goto(url);
+  await page.fill('#token', token);
+  await page.click('button[type=submit]');
+  await page.getByTestId('organization').waitFor({ timeout: 15_000 });
+}
