@@ -2,6 +2,8 @@
 // Each action resolves configuration, calls the API through the shared client and prints for
 // people (tables) or scripts (--json).
 import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import path from 'node:path';
 import { Command, Option } from 'commander';
 import { ApiClient, ApiError } from '../common/api';
 import { awsConnectionConfigSchema, type AwsConnectionConfig } from '../common/protocol';
@@ -36,6 +38,22 @@ interface GlobalFlags {
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+interface DevFlags {
+  dataDir: string;
+  listen: string;
+  organization: string;
+  connection: string;
+  project: string;
+  idleTimeout?: string;
+  keepBuilders?: boolean;
+  exportFile?: string;
+  verbose?: boolean;
+}
+
+function defaultDevDirFor(env: NodeJS.ProcessEnv): string {
+  return env.SLIPWAY_DEV_DIR || path.join(homedir(), '.slipway', 'dev');
+}
 
 async function clientFor(config: ResolvedConfig): Promise<ApiClient> {
   const token = requireToken(config);
@@ -168,6 +186,64 @@ export function buildProgram(io: CliIo): Command {
     .allowUnknownOption()
     .helpOption(false)
     .argument('[args...]');
+
+  program
+    .command('dev')
+    .description(
+      'Run Slipway on this machine: control plane, a local connection with its cloud-agent, a project',
+    )
+    .option(
+      '--data-dir <dir>',
+      'where everything is kept (env SLIPWAY_DEV_DIR)',
+      defaultDevDirFor(io.env),
+    )
+    .option(
+      '--listen <host:port>',
+      'control plane address (port 0: any free port)',
+      '127.0.0.1:8420',
+    )
+    .option('--organization <name>', 'organization to use or create', 'dev')
+    .option('--connection <name>', 'local connection to use or create', 'local')
+    .option('--project <name>', 'project to use or create', 'default')
+    .option('--idle-timeout <seconds>', 'stop a builder after this long without builds')
+    .option('--keep-builders', 'leave builder processes running when dev stops')
+    .option(
+      '--export-file <file>',
+      'write SLIPWAY_API_URL, SLIPWAY_TOKEN and SLIPWAY_PROJECT here (0600)',
+    )
+    .option('--verbose', 'log to the terminal instead of DATA_DIR/dev.log')
+    .action(async (flags: DevFlags) => {
+      const listen = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(flags.listen);
+      if (!listen || Number(listen[3]) > 65_535) {
+        throw new CliError(
+          'bad_flag',
+          `--listen ${flags.listen}: use host:port, e.g. 127.0.0.1:8420`,
+        );
+      }
+      const idle = flags.idleTimeout === undefined ? undefined : Number(flags.idleTimeout);
+      if (idle !== undefined && (!Number.isInteger(idle) || idle < 10)) {
+        throw new CliError(
+          'bad_flag',
+          `--idle-timeout ${flags.idleTimeout}: give whole seconds, at least 10`,
+        );
+      }
+      // Loaded lazily: the control plane, agent and Pulumi modules are heavy for everyday commands.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const dev = require('./dev') as typeof import('./dev');
+      await dev.runDev({
+        dataDir: flags.dataDir,
+        listen: { host: (listen[1] ?? listen[2])!, port: Number(listen[3]) },
+        organization: flags.organization,
+        connection: flags.connection,
+        project: flags.project,
+        idleTimeoutSeconds: idle,
+        keepBuilders: Boolean(flags.keepBuilders),
+        exportFile: flags.exportFile,
+        verbose: Boolean(flags.verbose),
+        out: io.stderr,
+        signal: io.signal,
+      });
+    });
 
   program
     .command('login')
