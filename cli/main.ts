@@ -28,7 +28,7 @@ export async function main(argv: string[]): Promise<number | undefined> {
   const onSignal = (sig: NodeJS.Signals) => {
     interrupts++;
     if (interrupts > 1) process.exit(130); // a second Ctrl-C does not wait for cleanup
-    process.stderr.write(`\n${sig}: canceling (press Ctrl-C again to quit at once)\n`);
+    process.stderr.write(`\n${sig}: stopping (press Ctrl-C again to quit at once)\n`);
     controller.abort(new CliError('canceled', 'canceled by the user', 130));
   };
   process.on('SIGINT', onSignal);
