@@ -86,6 +86,16 @@ export function buildProgram(io: CliIo): Command {
     })
     .exitOverride();
 
+  /** An API client for the command's configuration, closed when `fn` is done. */
+  const withClient = async <T>(cmd: Command, fn: (client: ApiClient) => Promise<T>): Promise<T> => {
+    const client = await clientFor(await config(cmd));
+    try {
+      return await fn(client);
+    } finally {
+      await client.close();
+    }
+  };
+
   const config = (cmd: Command, startDir = io.cwd) => {
     const g = cmd.optsWithGlobals<GlobalFlags>();
     return resolveConfig({
@@ -291,14 +301,11 @@ export function buildProgram(io: CliIo): Command {
     extra(
       new Command(name).description(description).option('--json', 'print JSON for scripts'),
     ).action(async (opts: Record<string, string | boolean | undefined>, cmd: Command) => {
-      const client = await clientFor(await config(cmd));
-      try {
+      await withClient(cmd, async (client) => {
         const items = await withApi(`listing ${name}`, () => fetch(client, opts));
         if (opts.json) printJson(io, items);
         else io.stdout.write(items.length ? render(items) : `no ${name}\n`);
-      } finally {
-        await client.close();
-      }
+      });
     });
 
   const projects = program.command('projects').description('List or create projects');
@@ -322,16 +329,13 @@ export function buildProgram(io: CliIo): Command {
     .requiredOption('--connection <name-or-id>', 'the connection whose builders serve it')
     .option('--json', 'print JSON for scripts')
     .action(async (name: string, opts: { connection: string; json?: boolean }, cmd: Command) => {
-      const client = await clientFor(await config(cmd));
-      try {
+      await withClient(cmd, async (client) => {
         const project = await withApi('creating the project', () =>
           client.call('createProject', { body: { name, connection: opts.connection } }),
         );
         if (opts.json) printJson(io, project);
         else io.stdout.write(`created project ${project.name} (${project.id})\n`);
-      } finally {
-        await client.close();
-      }
+      });
     });
 
   const connections = program.command('connections').description('List or create connections');
@@ -391,8 +395,7 @@ export function buildProgram(io: CliIo): Command {
           }
           aws = parsed.data;
         }
-        const client = await clientFor(await config(cmd));
-        try {
+        await withClient(cmd, async (client) => {
           const created = await withApi('creating the connection', () =>
             client.call('createConnection', {
               body: { name, provider: opts.provider, ...(aws ? { aws } : {}) },
@@ -405,9 +408,7 @@ export function buildProgram(io: CliIo): Command {
             );
             io.stdout.write(`agent token (shown once, store it now): ${created.token}\n`);
           }
-        } finally {
-          await client.close();
-        }
+        });
       },
     );
 
@@ -481,8 +482,7 @@ export function buildProgram(io: CliIo): Command {
         opts: { limit: string; diff?: boolean; json?: boolean },
         cmd: Command,
       ) => {
-        const client = await clientFor(await config(cmd));
-        try {
+        await withClient(cmd, async (client) => {
           const id = await withApi('finding the connection', () =>
             resolveConnectionId(client, connection),
           );
@@ -520,9 +520,7 @@ export function buildProgram(io: CliIo): Command {
             if (r.error) io.stdout.write(`error: ${r.error}\n`);
             io.stdout.write(r.diff.endsWith('\n') ? r.diff : r.diff + '\n');
           }
-        } finally {
-          await client.close();
-        }
+        });
       },
     );
 
