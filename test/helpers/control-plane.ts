@@ -196,14 +196,19 @@ export class ScriptedMachine {
   taskGeneration = 0;
 
   constructor(
-    readonly tcp: TestControlPlane,
+    /** Only its clients are used, so a control plane in another process serves as well. */
+    readonly tcp: Pick<TestControlPlane, 'anonymous' | 'client'>,
     readonly machineId: string,
     readonly registrationToken: string,
     readonly host = '127.0.0.1',
     readonly port = 8372,
   ) {}
 
-  static fromFleet(tcp: TestControlPlane, fleet: DesiredFleet, index = 0): ScriptedMachine {
+  static fromFleet(
+    tcp: Pick<TestControlPlane, 'anonymous' | 'client'>,
+    fleet: DesiredFleet,
+    index = 0,
+  ): ScriptedMachine {
     const m = fleet.machines[index]!;
     return new ScriptedMachine(tcp, m.id, m.registrationToken!);
   }
