@@ -37,6 +37,12 @@ export function pulumiNodeSdkDir(): string {
 }
 
 /**
+ * Our launcher of the dynamic-provider plugin (pulumi-plugin/), ahead of the SDK's on the
+ * engine's PATH: it starts in about half the time. Absent where this file is bundled.
+ */
+const pluginLauncherDir = path.join(__dirname, 'pulumi-plugin');
+
+/**
  * Environment for the Pulumi CLI and the plugins it starts. The dynamic-provider plugin script
  * resolves `@pulumi/pulumi` from its working directory, which is a stack's work directory outside
  * this tree, so NODE_PATH points at the node_modules that holds it.
@@ -46,9 +52,17 @@ export function engineEnv(base: NodeJS.ProcessEnv = process.env): Record<string,
   const nodeModules = path.resolve(sdkDir, '..', '..');
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
-  env.PATH = [toolsBinDir(base), sdkDir, path.dirname(process.execPath), base.PATH ?? '']
+  const launcher = existsSync(path.join(pluginLauncherDir, 'pulumi-resource-pulumi-nodejs'));
+  env.PATH = [
+    toolsBinDir(base),
+    launcher ? pluginLauncherDir : '',
+    sdkDir,
+    path.dirname(process.execPath),
+    base.PATH ?? '',
+  ]
     .filter(Boolean)
     .join(path.delimiter);
+  env.SLIPWAY_DYNAMIC_PROVIDER = require.resolve('@pulumi/pulumi/cmd/dynamic-provider');
   env.NODE_PATH = [nodeModules, base.NODE_PATH ?? ''].filter(Boolean).join(path.delimiter);
   env.PULUMI_SKIP_UPDATE_CHECK = 'true';
   env.PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION = 'true';
