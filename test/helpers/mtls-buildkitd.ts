@@ -36,8 +36,21 @@ export interface MtlsBuildkitd extends BuildkitTarget {
   clientFiles(name: string, ca?: pki.CertificateAuthority): Promise<ClientFiles>;
 }
 
-export async function startMtlsBuildkitd(t: ExecutionContext): Promise<MtlsBuildkitd> {
-  const dir = await tempDir(t, 'buildkitd');
+export interface MtlsBuildkitdFiles extends MtlsBuildkitd {
+  /** buildkitd.toml as the machine-agent renders it: mTLS on TCP, a unix socket, debug on loopback. */
+  configFile: string;
+  unixSocket: string;
+  logFile: string;
+}
+
+/**
+ * Writes what a buildkitd needs to serve mutual TLS on a loopback port under `dir` (its own CA,
+ * server key and certificate, config), without starting it. `root` is BuildKit's state directory.
+ */
+export async function writeMtlsBuildkitdFiles(
+  dir: string,
+  root = path.join(dir, 'root'),
+): Promise<MtlsBuildkitdFiles> {
   const now = Date.now();
   const ca = await pki.createCa(
     'slipway test builder CA',
@@ -70,7 +83,7 @@ export async function startMtlsBuildkitd(t: ExecutionContext): Promise<MtlsBuild
   await writeFile(
     configFile,
     renderBuildkitdConfig({
-      root: path.join(dir, 'root'),
+      root,
       tcpAddress: `127.0.0.1:${port}`,
       unixSocket,
       debugAddress: `127.0.0.1:${await freePort()}`,
@@ -79,24 +92,31 @@ export async function startMtlsBuildkitd(t: ExecutionContext): Promise<MtlsBuild
       minFreeBytes: 1024 ** 3,
     }),
   );
-  const daemon = new Buildkitd({
-    configFile,
-    listeners: 2,
-    unixSocket,
-    logFile: path.join(dir, 'buildkitd.log'),
-  });
-  await daemon.start(60_000);
-  t.teardown(() => daemon.stop(10_000));
-
   return {
     address: `tcp://127.0.0.1:${port}`,
     serverName,
     caFile: tls.caFile,
     ca,
     dir,
+    configFile,
+    unixSocket,
+    logFile: path.join(dir, 'buildkitd.log'),
     clientFiles: (name, signer = ca) =>
       writeClientFiles(path.join(dir, 'clients', name), name, signer, ca.certPem),
   };
+}
+
+export async function startMtlsBuildkitd(t: ExecutionContext): Promise<MtlsBuildkitd> {
+  const files = await writeMtlsBuildkitdFiles(await tempDir(t, 'buildkitd'));
+  const daemon = new Buildkitd({
+    configFile: files.configFile,
+    listeners: 2,
+    unixSocket: files.unixSocket,
+    logFile: files.logFile,
+  });
+  await daemon.start(60_000);
+  t.teardown(() => daemon.stop(10_000));
+  return files;
 }
 
 /** A client key (0600) and a certificate for it signed by `signer`, plus the CA to trust. */
