@@ -3,7 +3,7 @@
 // the cloud-agent of that connection in the same process; builders are local machine-agent
 // processes converged by the same Pulumi code as on AWS. Safe to run again on the same directory.
 import { closeSync, existsSync, openSync, writeSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import pino from 'pino';
 import { ApiClient, ApiError } from '../common/api';
@@ -127,6 +127,39 @@ async function ensureProject(user: ApiClient, name: string, connectionId: string
   if (!found) await user.call('createProject', { body: { name, connection: connectionId } });
 }
 
+/**
+ * The machine-agent bundled from this tree's sources into the data directory, as machines get it
+ * (`npm run bundle`): a local builder's agent then starts in a third of the time its TypeScript
+ * takes through tsx, on every cold and warm start. Made again at every start, so never stale;
+ * without esbuild (an installation without dev dependencies) the agent's default command serves.
+ */
+async function bundleMachineAgent(dataDir: string): Promise<string[] | undefined> {
+  const entry = path.join(__dirname, '..', 'machine', 'main.ts');
+  if (!existsSync(entry)) return undefined;
+  let esbuild: typeof import('esbuild');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    esbuild = require('esbuild') as typeof import('esbuild');
+  } catch {
+    return undefined;
+  }
+  const outfile = path.join(dataDir, 'machine-agent.cjs');
+  const tmp = `${outfile}.${process.pid}.tmp`;
+  await esbuild.build({
+    entryPoints: [entry],
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    external: ['@pulumi/pulumi'],
+    logLevel: 'warning',
+    outfile: tmp,
+  });
+  // Renamed into place, so a builder starting meanwhile never reads half a file.
+  await rename(tmp, outfile);
+  return [process.execPath, outfile];
+}
+
 export async function runDev(opts: DevOptions): Promise<void> {
   const dataDir = path.resolve(opts.dataDir);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
@@ -159,6 +192,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     await ensureProject(client, opts.project, connection.id);
     await client.close();
 
+    const machineAgentCommand = await bundleMachineAgent(dataDir);
     agentRun = runCloudAgent(
       {
         apiUrl: cp.url,
@@ -167,6 +201,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
         secretsProvider: 'passphrase',
         driftCheckSeconds: 600,
         logLevel: 'info',
+        ...(machineAgentCommand ? { machineAgentCommand } : {}),
       },
       { signal: stopping.signal, logger: logger.child({ component: 'cloud-agent' }) },
     );
