@@ -3,6 +3,7 @@
 // in SSM Parameter Store as a SecureString. The container definition is a plain function.
 import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
+import { cloudAgentEnv } from '../common/protocol';
 import {
   agentPolicyDocument,
   executionPolicyDocument,
@@ -10,18 +11,6 @@ import {
   type AgentPolicyInput,
 } from './iam';
 import { slipwayTags } from './tags';
-
-/**
- * The environment the cloud-agent container is configured by (the agent's cloudAgentEnv
- * names); the token comes from SSM, everything else is plain configuration.
- */
-export const cloudAgentEnv = {
-  apiUrl: 'SLIPWAY_API_URL',
-  connectionToken: 'SLIPWAY_CONNECTION_TOKEN',
-  dataDir: 'SLIPWAY_DATA_DIR',
-  stateBackend: 'SLIPWAY_STATE_BACKEND',
-  secretsProvider: 'SLIPWAY_SECRETS_PROVIDER',
-} as const;
 
 /** Changes when the token parameter changes, so ECS replaces the task with one that reads it. */
 export const tokenVersionEnv = 'SLIPWAY_CONNECTION_TOKEN_VERSION';
@@ -39,6 +28,10 @@ export interface AgentContainerInput {
   logGroupName: string;
 }
 
+/**
+ * The container's environment uses the cloud-agent's own variable names (cloudAgentEnv); the
+ * token comes from SSM, everything else is plain configuration.
+ */
 export function agentContainerDefinitions(p: AgentContainerInput): Record<string, unknown>[] {
   const environment: Record<string, string> = {
     [cloudAgentEnv.apiUrl]: p.controlPlaneUrl,

@@ -16,7 +16,7 @@ import {
 } from '@aws-sdk/client-ec2';
 import type { Logger } from 'pino';
 import type { FleetInventory, ObservedMachine, ObservedVolume } from '../provider';
-import { tagKeys } from './tags';
+import { slipwayTags } from '../../stacks/tags';
 
 export interface Ec2FleetOptions {
   connectionId: string;
@@ -67,7 +67,7 @@ export class Ec2Fleet {
   }
 
   private connectionFilter() {
-    return { Name: `tag:${tagKeys.connection}`, Values: [this.opts.connectionId] };
+    return { Name: `tag:${slipwayTags.connection}`, Values: [this.opts.connectionId] };
   }
 
   /** Builder instances of the connection (terminated ones are gone already). */
@@ -78,7 +78,7 @@ export class Ec2Fleet {
       {
         Filters: [
           this.connectionFilter(),
-          { Name: 'tag-key', Values: [tagKeys.machine] },
+          { Name: 'tag-key', Values: [slipwayTags.machine] },
           { Name: 'instance-state-name', Values: liveInstanceStates },
         ],
       },
@@ -94,7 +94,7 @@ export class Ec2Fleet {
     const found: Volume[] = [];
     const pages = paginateDescribeVolumes(
       { client: this.client },
-      { Filters: [this.connectionFilter(), { Name: 'tag-key', Values: [tagKeys.volume] }] },
+      { Filters: [this.connectionFilter(), { Name: 'tag-key', Values: [slipwayTags.volume] }] },
     );
     for await (const page of pages) found.push(...(page.Volumes ?? []));
     return found;
@@ -114,7 +114,7 @@ export class Ec2Fleet {
     const machines = new Map<string, ObservedMachine>();
     const machineOfInstance = new Map<string, string>();
     for (const i of instances) {
-      const id = tag(i.Tags, tagKeys.machine) as string;
+      const id = tag(i.Tags, slipwayTags.machine) as string;
       machineOfInstance.set(i.InstanceId ?? '', id);
       if (machines.has(id) && !inStack.has(i.InstanceId)) continue;
       machines.set(id, {
@@ -129,7 +129,7 @@ export class Ec2Fleet {
       const attachedInstance = v.Attachments?.find((a) => a.State !== 'detached')?.InstanceId;
       const attachedTo = attachedInstance ? machineOfInstance.get(attachedInstance) : undefined;
       return {
-        id: tag(v.Tags, tagKeys.volume) as string,
+        id: tag(v.Tags, slipwayTags.volume) as string,
         state: volumeState(v),
         ...(v.AvailabilityZone ? { zone: v.AvailabilityZone } : {}),
         ...(attachedTo ? { attachedTo } : {}),
@@ -157,7 +157,7 @@ export class Ec2Fleet {
       );
       await this.client.send(new TerminateInstancesCommand({ InstanceIds: [...terminated] }));
       for (const i of orphanInstances) {
-        removed.push(`instance ${i.InstanceId} (${tag(i.Tags, tagKeys.machine)})`);
+        removed.push(`instance ${i.InstanceId} (${tag(i.Tags, slipwayTags.machine)})`);
       }
     }
 
@@ -178,7 +178,7 @@ export class Ec2Fleet {
         );
       }
       await this.client.send(new DeleteVolumeCommand({ VolumeId: volumeId }));
-      removed.push(`volume ${volumeId} (${tag(v.Tags, tagKeys.volume)})`);
+      removed.push(`volume ${volumeId} (${tag(v.Tags, slipwayTags.volume)})`);
     }
     return removed;
   }

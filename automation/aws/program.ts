@@ -5,7 +5,7 @@ import * as aws from '@pulumi/aws';
 import * as pulumi from '@pulumi/pulumi';
 import type { PulumiFn } from '@pulumi/pulumi/automation';
 import type { AwsFleetSpec } from './spec';
-import { tagKeys } from './tags';
+import { slipwayTags } from '../../stacks/tags';
 import { bootstrapUserData } from './user-data';
 
 export interface AwsProgramContext {
@@ -17,7 +17,7 @@ export function awsFleetProgram(spec: AwsFleetSpec, ctx: AwsProgramContext): Pul
   return async () => {
     const provider = new aws.Provider('aws', { region: spec.region as aws.Region });
     const opts = { provider };
-    const connectionTags = { [tagKeys.connection]: ctx.connectionId };
+    const connectionTags = { [slipwayTags.connection]: ctx.connectionId };
 
     const volumes: Record<string, aws.ebs.Volume> = {};
     for (const v of spec.volumes) {
@@ -30,8 +30,8 @@ export function awsFleetProgram(spec: AwsFleetSpec, ctx: AwsProgramContext): Pul
           encrypted: true,
           tags: {
             ...connectionTags,
-            [tagKeys.volume]: v.volumeId,
-            [tagKeys.project]: v.projectId,
+            [slipwayTags.volume]: v.volumeId,
+            [slipwayTags.project]: v.projectId,
             Name: `slipway-${v.volumeId}`,
           },
         },
@@ -44,7 +44,7 @@ export function awsFleetProgram(spec: AwsFleetSpec, ctx: AwsProgramContext): Pul
     for (const m of spec.instances) {
       const tags = {
         ...connectionTags,
-        [tagKeys.machine]: m.machineId,
+        [slipwayTags.machine]: m.machineId,
         Name: `slipway-${m.machineId}`,
       };
       const instance = new aws.ec2.Instance(
