@@ -147,6 +147,7 @@ export class FleetReconciler {
       pulumiHome: layout.pulumiHome,
       backend: await resolveBackend(config, layout),
       env: provider.engineEnv,
+      plugins: provider.plugins,
       logger,
     });
     const startedAt = new Date();

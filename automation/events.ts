@@ -16,6 +16,8 @@ export function isFleetResource(type: string): boolean {
 
 export class EventCollector {
   readonly steps: ResourceStep[] = [];
+  /** Resources being read back by a refresh; their step is known only once the read is done. */
+  private readonly refreshing = new Set<string>();
   readonly diagnostics: ResourceDiagnostic[] = [];
   readonly failedUrns: string[] = [];
   /** The state of each resource after its step, as the engine reports it. */
@@ -25,7 +27,9 @@ export class EventCollector {
 
   readonly onEvent = (event: EngineEvent): void => {
     const pre = event.resourcePreEvent?.metadata;
-    if (pre && pre.op !== 'same') {
+    if (pre?.op === 'refresh') {
+      this.refreshing.add(pre.urn);
+    } else if (pre && pre.op !== 'same') {
       const step: ResourceStep = {
         op: pre.op,
         urn: pre.urn,
@@ -36,6 +40,20 @@ export class EventCollector {
       this.steps.push(step);
     }
     const done = event.resOutputsEvent?.metadata;
+    // A refresh step's outputs event carries what the read found: same, update or delete, and
+    // the properties that changed. Only what changed is a step (`refresh-update`, `refresh-delete`),
+    // which is what a drift report is about.
+    if (done && this.refreshing.delete(done.urn) && done.op !== 'same' && done.op !== 'refresh') {
+      const step: ResourceStep = {
+        op: `refresh-${done.op}`,
+        urn: done.urn,
+        type: done.type,
+        name: urnName(done.urn),
+      };
+      const diffs = done.diffs?.length ? done.diffs : changedOutputs(done.old, done.new);
+      if (diffs.length > 0) step.diffs = diffs;
+      this.steps.push(step);
+    }
     if (done?.new && isFleetResource(done.type) && !event.resOutputsEvent?.planning) {
       this.resources.push({
         urn: done.urn,
@@ -69,6 +87,21 @@ export class EventCollector {
       .map((d) => `${d.urn ? urnName(d.urn) : 'stack'}: ${d.message.replace(/\s+/g, ' ')}`);
     return lines.length > 0 ? [...new Set(lines)].join('\n') : undefined;
   }
+}
+
+/**
+ * The outputs that differ between two states of a resource. The engine leaves a refresh step's
+ * own list of changed keys empty for providers (such as dynamic ones) that do not diff reads.
+ */
+function changedOutputs(
+  before: { outputs?: Record<string, unknown> } | undefined,
+  after: { outputs?: Record<string, unknown> } | undefined,
+): string[] {
+  if (!before?.outputs || !after?.outputs) return [];
+  const keys = new Set([...Object.keys(before.outputs), ...Object.keys(after.outputs)]);
+  return [...keys]
+    .filter((k) => JSON.stringify(before.outputs?.[k]) !== JSON.stringify(after.outputs?.[k]))
+    .sort();
 }
 
 /** True when a summary holds any operation besides "same". */

@@ -52,10 +52,25 @@ export interface ProgramContext {
   current: FleetInventory;
 }
 
+/**
+ * A resource provider plugin the engine loads from a directory of this installation (Pulumi.yaml
+ * `plugins.providers`), never from its plugin cache (a stack's own PULUMI_HOME) or PATH.
+ */
+export interface ProviderPlugin {
+  name: string;
+  /** The version the SDK asks for; any when absent. */
+  version?: string;
+  /** Holds the executable `pulumi-resource-<name>`. */
+  dir: string;
+  /** How to install it when it is missing. */
+  install: string;
+}
+
 export interface FleetProvider {
   readonly kind: Provider;
   /** Environment the engine and its plugins need for this provider. */
   readonly engineEnv: Record<string, string>;
+  readonly plugins: ProviderPlugin[];
   /** Throws FleetSpecError when the fleet cannot be built. */
   program(fleet: DesiredFleet, ctx: ProgramContext): FleetProgram;
   /** The stack's resources as machines and volumes. */

@@ -13,6 +13,7 @@ import {
   LocalWorkspace,
   PulumiCommand,
   Stack,
+  type ProjectSettings,
   type PulumiFn,
 } from '@pulumi/pulumi/automation';
 import type { Logger } from 'pino';
@@ -20,6 +21,7 @@ import { engineEnv, toolsDir } from '../common/tools';
 import { EventCollector, isFleetResource, summaryHasChanges } from './events';
 import { urnName, type ConvergeOutcome, type PreviewOutcome, type StackResource } from './outcome';
 import { isAlive, terminateProcessesUnder } from './local/processes';
+import type { ProviderPlugin } from './provider';
 
 export const fleetProjectName = 'slipway-fleet';
 
@@ -40,6 +42,8 @@ export interface FleetStackOptions {
   backend: BackendConfig;
   /** Extra environment for the engine and the plugins it starts. */
   env?: Record<string, string>;
+  /** Resource provider plugins the engine must take from these directories. */
+  plugins?: ProviderPlugin[];
   logger: Logger;
 }
 
@@ -58,7 +62,7 @@ export interface RecoveryOutcome {
 
 export class FleetStackError extends Error {
   constructor(
-    readonly code: 'stack_locked' | 'stack_operation_failed',
+    readonly code: 'stack_locked' | 'stack_operation_failed' | 'provider_plugin_missing',
     message: string,
   ) {
     super(message);
@@ -96,6 +100,10 @@ async function repairFileBackend(dir: string): Promise<string[]> {
     }
   }
   return removed;
+}
+
+function pluginExecutable(plugin: ProviderPlugin): string {
+  return path.join(plugin.dir, `pulumi-resource-${plugin.name}`);
 }
 
 /** The Pulumi CLI from `npm run tools` (or SLIPWAY_TOOLS_DIR), resolved once per process. */
@@ -147,6 +155,19 @@ export class FleetStack {
    * would write the state while we read it), and backend files they left half-written removed.
    */
   static async open(opts: FleetStackOptions): Promise<FleetStack> {
+    const plugins = opts.plugins ?? [];
+    const missing = plugins.filter((p) => !existsSync(pluginExecutable(p)));
+    if (missing.length > 0) {
+      throw new FleetStackError(
+        'provider_plugin_missing',
+        missing
+          .map(
+            (p) =>
+              `the Pulumi ${p.name} provider plugin${p.version ? ` v${p.version}` : ''} is missing at ${pluginExecutable(p)}; install it: ${p.install}`,
+          )
+          .join('\n'),
+      );
+    }
     await mkdir(opts.workDir, { recursive: true, mode: 0o700 });
     await mkdir(opts.pulumiHome, { recursive: true, mode: 0o700 });
     // Nothing of this process works there yet: whatever does is a previous run's.
@@ -184,7 +205,20 @@ export class FleetStack {
         runtime: 'nodejs',
         description: 'The builders and cache volumes of one Slipway connection',
         backend: { url: opts.backend.url },
-      },
+        // Not in the SDK's type, but written to Pulumi.yaml as is: the engine takes these
+        // plugins from our directories and warns of none found on PATH.
+        ...(plugins.length > 0
+          ? {
+              plugins: {
+                providers: plugins.map((p) => ({
+                  name: p.name,
+                  path: p.dir,
+                  ...(p.version ? { version: p.version } : {}),
+                })),
+              },
+            }
+          : {}),
+      } as ProjectSettings,
     });
     const stack = await Stack.createOrSelect(opts.connectionId, workspace);
     return new FleetStack(opts, workspace, stack, { leftoverProcesses, repairedFiles });

@@ -8,41 +8,18 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { observeLocal } from '../automation/local/observe';
 import { processesUnder } from '../automation/local/processes';
-import type { ApiClient } from '../common/api';
-import type { Builder } from '../common/protocol';
 import { waitFor } from '../common/wait';
 import {
   agentCaughtUp,
+  builderReady,
   cleanUpLocalFleet,
+  requestBuilder,
   startAgentProcess,
   stopAgentProcess,
   type AgentProcess,
 } from './helpers/cloud-agent';
-import { buildCsr, localProject, startTestControlPlane } from './helpers/control-plane';
+import { localProject, startTestControlPlane } from './helpers/control-plane';
 import { tempDir } from './helpers/tmp';
-
-async function requestBuilder(user: ApiClient, project: string) {
-  const { csr } = await buildCsr();
-  return user.call('createBuild', {
-    body: { project, platforms: [{ platform: 'linux/amd64', csr }] },
-  });
-}
-
-/** Long-polls the build's builder until it is ready; fails with its last reason. */
-async function builderReady(user: ApiClient, buildId: string, timeoutMs: number): Promise<Builder> {
-  let last: Builder | undefined;
-  return waitFor(
-    async () => {
-      last = await user.call('waitBuilder', {
-        params: { buildId },
-        query: { platform: 'linux/amd64', wait: 20 },
-      });
-      if (last.state === 'failed') throw new Error(`builder failed: ${last.reason}`);
-      return last.state === 'ready' ? last : undefined;
-    },
-    { timeoutMs, what: `the builder of ${buildId} (last: ${last?.reason})` },
-  );
-}
 
 test('a build request makes the agent create a machine and volume; idle it is stopped, then started again', async (t) => {
   const tcp = await startTestControlPlane(t);

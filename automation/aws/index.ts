@@ -1,10 +1,12 @@
 // The AWS provider: builders are EC2 instances and cache volumes are EBS volumes in the user's
 // account, converged through @pulumi/aws; the EC2 API observes them and removes orphans.
+import path from 'node:path';
 import type { Logger } from 'pino';
+import { toolsDir } from '../../common/tools';
 import type { DesiredFleet } from '../../common/protocol';
 import type { CapacityFailure, ConvergeOutcome } from '../outcome';
 import { urnName, urnType } from '../outcome';
-import { inventoryOf, type FleetProvider } from '../provider';
+import { inventoryOf, type FleetProvider, type ProviderPlugin } from '../provider';
 import { Ec2Fleet } from './observe';
 import { awsFleetProgram } from './program';
 import { awsFleetSpec } from './spec';
@@ -15,6 +17,22 @@ export interface AwsProviderOptions {
   /** An EC2 endpoint other than AWS's own (the emulator in tests). */
   ec2Endpoint?: string;
   logger: Logger;
+}
+
+/**
+ * The AWS provider plugin matching the installed @pulumi/aws, where
+ * `PULUMI_HOME=<tools dir> pulumi plugin install resource aws v<version>` puts it (the agent
+ * image does that at build time; the engine never downloads plugins here).
+ */
+export function awsProviderPlugin(tools: string = toolsDir()): ProviderPlugin {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { version } = require('@pulumi/aws/package.json') as { version: string };
+  return {
+    name: 'aws',
+    version,
+    dir: path.join(tools, 'plugins', `resource-aws-v${version}`),
+    install: `PULUMI_HOME=${tools} pulumi plugin install resource aws v${version} (images/agent/Dockerfile does it)`,
+  };
 }
 
 /** EC2 error codes that mean "no capacity for this machine now", not a broken fleet. */
@@ -53,6 +71,7 @@ export function createAwsProvider(opts: AwsProviderOptions): FleetProvider {
   return {
     kind: 'aws',
     engineEnv: {},
+    plugins: [awsProviderPlugin()],
     program(fleet, ctx) {
       const spec = awsFleetSpec(fleet, ctx.current);
       return {

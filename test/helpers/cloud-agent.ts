@@ -1,7 +1,7 @@
-// The cloud-agent as its own process (agent/main.ts through tsx), on a data directory that
-// outlives it, so tests can stop it, kill it with SIGKILL mid-update and start it again. The
-// local machines it starts are detached on purpose; the teardown ends them (every process
-// working under the data directory) before the directory is removed.
+// The cloud-agent as its own process (agent/main.ts through tsx, or a bundle), on a data
+// directory that outlives it, so tests can stop it, kill it with SIGKILL mid-update and start it
+// again. The local machines it starts are detached on purpose; the teardown ends them (every
+// process working under the data directory) before the directory is removed.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
@@ -9,10 +9,12 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ExecutionContext } from 'ava';
 import type { ApiClient } from '../../common/api';
+import type { Builder } from '../../common/protocol';
 import { waitFor } from '../../common/wait';
 import { machineLogFile } from '../../automation/local/provider-impl';
 import { terminateProcessesUnder } from '../../automation/local/processes';
 import { cloudAgentEnv } from '../../common/protocol';
+import { buildCsr } from './control-plane';
 
 const repoRoot = path.resolve(__dirname, '..', '..');
 
@@ -28,13 +30,17 @@ export interface AgentSettings {
   connectionToken: string;
   dataDir: string;
   env?: Record<string, string>;
+  /** The agent's argv after node, and its working directory; default: agent/main.ts via tsx. */
+  args?: string[];
+  cwd?: string;
 }
 
 /** Started in its own process group, so a test can also kill it with the engine it runs. */
 export function startAgentProcess(settings: AgentSettings): AgentProcess {
   const tsx = pathToFileURL(require.resolve('tsx')).href;
-  const child = spawn(process.execPath, [`--import=${tsx}`, path.join(repoRoot, 'agent/main.ts')], {
-    cwd: repoRoot,
+  const args = settings.args ?? [`--import=${tsx}`, path.join(repoRoot, 'agent/main.ts')];
+  const child = spawn(process.execPath, args, {
+    cwd: settings.cwd ?? repoRoot,
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
@@ -102,5 +108,33 @@ export async function agentCaughtUp(user: ApiClient, connectionId: string, timeo
       return c.agent?.lastApplyResult === 'succeeded' && c.agent.appliedGeneration === c.generation;
     },
     { timeoutMs, what: `the agent of ${connectionId} to apply the current fleet` },
+  );
+}
+
+/** Asks for a linux/amd64 builder for `project`, as `slipway build` does. */
+export async function requestBuilder(user: ApiClient, project: string) {
+  const { csr } = await buildCsr();
+  return user.call('createBuild', {
+    body: { project, platforms: [{ platform: 'linux/amd64', csr }] },
+  });
+}
+
+/** Long-polls the build's builder until it is ready; fails with its last reason. */
+export async function builderReady(
+  user: ApiClient,
+  buildId: string,
+  timeoutMs: number,
+): Promise<Builder> {
+  let last: Builder | undefined;
+  return waitFor(
+    async () => {
+      last = await user.call('waitBuilder', {
+        params: { buildId },
+        query: { platform: 'linux/amd64', wait: 20 },
+      });
+      if (last.state === 'failed') throw new Error(`builder failed: ${last.reason}`);
+      return last.state === 'ready' ? last : undefined;
+    },
+    { timeoutMs, what: `the builder of ${buildId} (last: ${last?.reason})` },
   );
 }
