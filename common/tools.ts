@@ -4,8 +4,8 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import path from 'node:path';
 
-/** moto_server is the EC2 emulator the AWS tests run (installed from PyPI by scripts/tools.sh). */
-export type ToolName = 'pulumi' | 'buildkitd' | 'buildctl' | 'moto_server';
+/** moto_server (the EC2 emulator the AWS tests run) and hadolint come from PyPI (scripts/tools.sh). */
+export type ToolName = 'pulumi' | 'buildkitd' | 'buildctl' | 'moto_server' | 'hadolint';
 
 export class ToolMissingError extends Error {
   readonly code = 'tool_missing';
@@ -41,6 +41,16 @@ export function pulumiNodeSdkDir(): string {
  * engine's PATH: it starts in about half the time. Absent where this file is bundled.
  */
 const pluginLauncherDir = path.join(__dirname, 'pulumi-plugin');
+
+/**
+ * Where the engine should take `pulumi-resource-pulumi-nodejs` from: our launcher when this file
+ * runs from source, else the SDK's own.
+ */
+export function dynamicProviderPluginDir(): string {
+  return existsSync(path.join(pluginLauncherDir, 'pulumi-resource-pulumi-nodejs'))
+    ? pluginLauncherDir
+    : pulumiNodeSdkDir();
+}
 
 /**
  * Environment for the Pulumi CLI and the plugins it starts. The dynamic-provider plugin script

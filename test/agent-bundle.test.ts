@@ -1,11 +1,12 @@
 // How the cloud-agent ships: `npm run bundle` writes cloud-agent.cjs with the machine-agent and
 // the local provider's dynamic-provider module beside it (dist/ by default). In a directory laid
-// out like the agent image (the bundles, node_modules for the externals @pulumi/pulumi and
+// out like the agent image (the bundles, node_modules with only the externals @pulumi/pulumi and
 // @pulumi/aws), away from the sources, the bundle checks its configuration and runs a real local
 // fleet: a build request ends with a ready builder whose every process came from the bundles.
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, symlink } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -43,24 +44,53 @@ async function run(args: string[], env: NodeJS.ProcessEnv, cwd: string) {
 }
 
 /**
- * The bundles as the image lays them out: `npm run bundle` into a directory of their own (not
- * the shared dist/, which other tests build at the same time), node_modules beside them.
+ * The bundles as the image lays them out (images/agent/Dockerfile): `npm run bundle` into a
+ * directory of their own (not the shared dist/, which other tests build at the same time), and
+ * beside them node_modules with the externals only, installed the image's way.
  */
 let app = '';
 test.before(async (t) => {
   app = await mkdtemp(path.join(tmpdir(), 'slipway-agent-app-'));
-  const { stderr } = await execFileAsync(
+  const bundled = await execFileAsync(
     'npm',
     ['run', '--silent', 'bundle', '--', `--outdir=${app}`],
-    {
-      cwd: root,
-    },
+    { cwd: root },
   );
-  t.is(stderr.trim(), '', 'the bundle builds without warnings');
+  t.is(bundled.stderr.trim(), '', 'the bundle builds without warnings');
   t.deepEqual((await readdir(app)).sort(), bundles);
-  await symlink(path.join(root, 'node_modules'), path.join(app, 'node_modules'));
+  await execFileAsync(process.execPath, [
+    path.join(root, 'images/agent/runtime-package.cjs'),
+    root,
+    app,
+  ]);
+  await execFileAsync(
+    'npm',
+    ['install', '--omit=dev', '--ignore-scripts', '--prefer-offline', '--no-audit', '--no-fund'],
+    { cwd: app, timeout: 300_000 },
+  );
 });
 test.after.always(() => rm(app, { recursive: true, force: true }));
+
+test('the image installs only what the bundles leave external, at the locked versions', async (t) => {
+  const lock = JSON.parse(await readFile(path.join(root, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, { version: string }>;
+  };
+  const installed = JSON.parse(await readFile(path.join(app, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, { version: string }>;
+  };
+  const names = Object.keys(installed.packages).filter((k) => k !== '');
+  t.true(
+    names.includes('node_modules/@pulumi/pulumi') && names.includes('node_modules/@pulumi/aws'),
+  );
+  t.deepEqual(
+    names.filter((k) => lock.packages[k]?.version !== installed.packages[k]?.version),
+    [],
+    'every package at the version of the repository lock',
+  );
+  for (const notNeeded of ['knex', 'koa', 'sqlite3', 'pino', 'zod', '@aws-sdk/client-ec2', 'tsx']) {
+    t.false(existsSync(path.join(app, 'node_modules', notNeeded)), `${notNeeded} is in the bundle`);
+  }
+});
 
 test('the bundled cloud-agent prints its help and checks its configuration', async (t) => {
   const agent = path.join(app, 'cloud-agent.cjs');

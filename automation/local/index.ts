@@ -2,7 +2,7 @@
 // directories, all under the agent's data directory and converged by the same stack code as AWS.
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { pulumiNodeSdkDir, toolsDir } from '../../common/tools';
+import { dynamicProviderPluginDir, toolsDir } from '../../common/tools';
 import { inventoryOf, type FleetProvider } from '../provider';
 import { observeLocal, removeLocalOrphans } from './observe';
 import { localFleetProgram } from './program';
@@ -38,11 +38,11 @@ export function createLocalProvider(opts: LocalProviderOptions): FleetProvider {
       [machineAgentCommandEnv]: JSON.stringify(command),
       SLIPWAY_TOOLS_DIR: toolsDir(),
     },
-    // The dynamic-provider plugin script ships in the @pulumi/pulumi package this agent runs.
+    // The dynamic-provider plugin: our launcher, or the SDK's from the @pulumi/pulumi it runs.
     plugins: [
       {
         name: 'pulumi-nodejs',
-        dir: pulumiNodeSdkDir(),
+        dir: dynamicProviderPluginDir(),
         install: 'npm ci (it ships in @pulumi/pulumi)',
       },
     ],
