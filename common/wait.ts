@@ -13,9 +13,12 @@ export interface WaitOptions {
   signal?: AbortSignal;
 }
 
-/** Re-checks `condition` until it returns a value other than undefined/false, or the deadline. */
+/**
+ * Re-checks `condition` until it returns a value other than undefined, null or false (a lookup
+ * that found nothing yet, like `.first()` or `?.registeredAt`), or the deadline.
+ */
 export async function waitFor<T>(
-  condition: () => Promise<T | undefined | false> | T | undefined | false,
+  condition: () => Promise<T | undefined | null | false> | T | undefined | null | false,
   opts: WaitOptions,
 ): Promise<T> {
   const deadline = performance.now() + opts.timeoutMs;
@@ -25,7 +28,7 @@ export async function waitFor<T>(
     opts.signal?.throwIfAborted();
     try {
       const value = await condition();
-      if (value !== undefined && value !== false) return value;
+      if (value !== undefined && value !== null && value !== false) return value;
     } catch (err) {
       lastError = err;
     }

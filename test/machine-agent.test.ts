@@ -318,13 +318,10 @@ test('a shutdown task from the control plane stops the agent cleanly with its re
     stop.abort('test ended');
     await running.catch(() => undefined);
   });
-  await waitFor(
-    async () => (await tcp.user.call('listMachines', {})).machines[0]?.registeredAt ?? undefined,
-    {
-      timeoutMs: 30_000,
-      what: 'the machine to register',
-    },
-  );
+  await waitFor(async () => (await tcp.user.call('listMachines', {})).machines[0]?.registeredAt, {
+    timeoutMs: 30_000,
+    what: 'the machine to register',
+  });
 
   // The planner gives the machine up (here: the provider reported it could not run it).
   await cloudAgent.applyFleet({
