@@ -726,15 +726,23 @@ export function plan(input: PlannerInput): PlannerOutput {
     }
     r.reason = waitingOn(m);
     r.retryAfterMs = pendingRetryMs;
-    if (
-      r.phases.machineStartedAt === null &&
-      r.assignedGeneration !== null &&
-      conn.appliedGeneration >= r.assignedGeneration &&
-      !isGone(m)
-    ) {
-      r.phases.machineStartedAt = now;
-    }
     if (r.phases.registeredAt === null && connected(m)) r.phases.registeredAt = now;
+  }
+  // The agent reports the update that started a request's machine once the whole update has
+  // finished, often after the machine registered and BuildKit got ready: the milestone is
+  // recorded when the report comes, ready or not, and never later than the milestones that
+  // cannot have come before it. A hot request's machine was not started for it.
+  for (const r of requests) {
+    if ((r.state !== 'pending' && r.state !== 'ready') || !r.machineId || r.path === 'hot')
+      continue;
+    if (r.phases.machineStartedAt !== null || r.assignedGeneration === null) continue;
+    const m = byId.get(r.machineId);
+    if (!m || isGone(m) || conn.appliedGeneration < r.assignedGeneration) continue;
+    r.phases.machineStartedAt = Math.min(
+      now,
+      r.phases.registeredAt ?? now,
+      r.phases.readyAt ?? now,
+    );
   }
   if (!conn.agentConnected && conn.leaseExpiresAt !== null) wakeAt(conn.leaseExpiresAt);
 

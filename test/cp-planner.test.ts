@@ -704,6 +704,78 @@ test('property: a volume is never attached to two machines', (t) => {
   t.pass();
 });
 
+test('phases: a machine start reported after the builder got ready is still recorded, no later than its registration', (t) => {
+  const ready = (overrides: Partial<PlanRequest>) =>
+    request('bld_a0000000', {
+      state: 'ready',
+      reason: 'ready on machine mch_ready000',
+      machineId: 'mch_ready000',
+      path: 'cold',
+      assignedAt: t0 - 30 * s,
+      assignedGeneration: 6,
+      phases: {
+        pickedUpAt: t0 - 29 * s,
+        machineStartedAt: null,
+        registeredAt: t0 - 20 * s,
+        readyAt: t0 - 10 * s,
+      },
+      ...overrides,
+    });
+  const world = (r: PlanRequest, appliedGeneration: number) =>
+    plan(
+      input({
+        connection: { ...input().connection, generation: 6, appliedGeneration },
+        machines: [machine()],
+        volumes: [volume()],
+        builds: [build('bld_a0000000', { status: 'running' })],
+        requests: [r],
+      }),
+    );
+  // The agent's report of generation 6 arrives after the machine registered and got ready.
+  const late = req0(world(ready({}), 6));
+  t.is(late.state, 'ready');
+  t.is(late.phases.machineStartedAt, t0 - 20 * s, 'the machine had started by its registration');
+  // Not reported yet: unknown for now.
+  t.is(req0(world(ready({}), 5)).phases.machineStartedAt, null);
+  // A hot request's machine was not started for it.
+  t.is(req0(world(ready({ path: 'hot' }), 6)).phases.machineStartedAt, null);
+  // A pending request whose machine has not registered gets the time of the pass.
+  const pending = req0(
+    plan(
+      input({
+        connection: { ...input().connection, generation: 6, appliedGeneration: 6 },
+        machines: [
+          machine({
+            status: 'booting',
+            startedAt: t0 - 30 * s,
+            registeredAt: null,
+            sessionAt: null,
+            task: { kind: 'idle', generation: 1, projectId: null, volumeId: null },
+            caNotAfter: null,
+            buildkit: null,
+          }),
+        ],
+        volumes: [volume()],
+        builds: [build('bld_a0000000')],
+        requests: [
+          ready({
+            state: 'pending',
+            reason: 'new machine mch_ready000 is booting',
+            phases: {
+              pickedUpAt: t0 - 29 * s,
+              machineStartedAt: null,
+              registeredAt: null,
+              readyAt: null,
+            },
+          }),
+        ],
+      }),
+    ),
+  );
+  t.is(pending.state, 'pending');
+  t.is(pending.phases.machineStartedAt, t0);
+});
+
 test('property: one builder per project and platform', (t) => {
   fc.assert(
     fc.property(worldArb, (w) => {
