@@ -1,0 +1,9 @@
+// ava configuration of `npm run test:reliability` (test/reliability/run.ts): the project's ava
+// settings, this folder's tests only, and a longer timeout for the fault and load scenarios.
+import pkg from '../../package.json' with { type: 'json' };
+
+export default {
+  ...pkg.ava,
+  files: ['test/reliability/**/*.test.ts'],
+  timeout: '15m',
+};
