@@ -30,6 +30,20 @@ export async function privateKeyFromPem(pem: string): Promise<CryptoKey> {
   return webcrypto.subtle.importKey('pkcs8', der, keyAlgorithm, true, ['sign']);
 }
 
+/** A key pair from its PKCS#8 PEM: the public half is derived from the private key. */
+export async function keyPairFromPem(pem: string): Promise<KeyPair> {
+  const privateKey = await privateKeyFromPem(pem);
+  const { kty, crv, x, y } = await webcrypto.subtle.exportKey('jwk', privateKey);
+  const publicKey = await webcrypto.subtle.importKey(
+    'jwk',
+    { kty, crv, x, y },
+    keyAlgorithm,
+    true,
+    ['verify'],
+  );
+  return { privateKey, publicKey };
+}
+
 export async function privateKeyToDer(key: CryptoKey): Promise<Buffer> {
   return Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
 }

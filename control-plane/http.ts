@@ -228,7 +228,7 @@ async function authenticate(
   if (kind === 'machine') {
     const row = await db('machines')
       .where({ token_hash: hash })
-      .first('id', 'organization_id', 'connection_id', 'token_hash');
+      .first('id', 'organization_id', 'connection_id', 'token_hash', 'token_used_at');
     if (!row || !sameSecret(row.token_hash, hash)) throw refused;
     const auth: MachineAuth = {
       kind,
@@ -236,7 +236,16 @@ async function authenticate(
       connectionId: row.connection_id,
       machineId: row.id,
     };
-    return { auth };
+    // The first use proves the machine stored its token: no registration again after it.
+    const recordUse =
+      row.token_used_at === null
+        ? () =>
+            db('machines')
+              .where({ id: row.id, token_hash: hash })
+              .whereNull('token_used_at')
+              .update({ token_used_at: now })
+        : undefined;
+    return { auth, recordUse };
   }
   const row = await db('tokens').where({ hash, kind }).first();
   if (!row || !sameSecret(row.hash, hash)) throw refused;

@@ -205,7 +205,25 @@ const initial: Migration = {
   },
 };
 
-const migrations: Migration[] = [initial];
+/**
+ * When a machine first used its machine token. Until then a machine-agent that lost the answer
+ * to its registration (killed before storing it) may register again with the same key.
+ */
+const machineTokenUse: Migration = {
+  name: '0002_machine_token_used_at',
+  async up(db) {
+    await db.schema.alterTable('machines', (t) => {
+      t.bigInteger('token_used_at');
+    });
+  },
+  async down(db) {
+    await db.schema.alterTable('machines', (t) => {
+      t.dropColumn('token_used_at');
+    });
+  },
+};
+
+const migrations: Migration[] = [initial, machineTokenUse];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations,

@@ -39,11 +39,11 @@ export async function ensureRegistered(deps: RegistrationDeps): Promise<MachineI
     return stored;
   }
 
-  // A fresh key on every attempt: until the control plane signs a certificate for it, a key
-  // left behind by a crash is worth nothing.
+  // The same key on every attempt: if the control plane accepted an earlier one whose answer
+  // was lost (the agent killed before storing it, a cut connection), only that key lets this
+  // machine register again. A key file that cannot be read is replaced.
   const endpoint = await deps.endpoint();
-  const keys = await pki.generateKeyPair();
-  await state.writeServerKey(await pki.privateKeyToPem(keys.privateKey));
+  const keys = await existingKey(state, logger);
   const serverName = builderServerName(config.machineId);
   const csr = await pki.createCsr(keys, {
     commonName: serverName,
@@ -96,4 +96,21 @@ export async function ensureRegistered(deps: RegistrationDeps): Promise<MachineI
   await state.writeIdentity(result);
   logger.info({ healthIntervalSeconds: registered.healthIntervalSeconds }, 'registered');
   return result;
+}
+
+async function existingKey(state: StateDir, logger: Logger): Promise<pki.KeyPair> {
+  const pem = await state.readServerKey().catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return undefined;
+    throw err;
+  });
+  if (pem) {
+    try {
+      return await pki.keyPairFromPem(pem);
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'unreadable server key; making a new one');
+    }
+  }
+  const keys = await pki.generateKeyPair();
+  await state.writeServerKey(await pki.privateKeyToPem(keys.privateKey));
+  return keys;
 }

@@ -1,6 +1,8 @@
 // What machine-agents call: register once with the single-use registration token (and their
 // CSR), long-poll their task, report BuildKit state and health, and say when they shut down.
 import { isIP } from 'node:net';
+import type { Knex } from 'knex';
+import { parseCsr } from '../../common/pki';
 import { builderServerName, type MachineTask } from '../../common/protocol';
 import { checkServerCsr, CsrError } from '../ca';
 import { num } from '../db';
@@ -41,6 +43,16 @@ function taskOf(machine: Row, volume: Row | undefined): MachineTask {
     };
   }
   return { kind: machine.task_kind === 'shutdown' ? 'shutdown' : 'idle', generation, reason };
+}
+
+/** Whether two CSRs are for the same key (their signatures prove its possession). */
+async function sameCsrKey(stored: string, given: string): Promise<boolean> {
+  try {
+    const [a, b] = await Promise.all([parseCsr(stored), parseCsr(given)]);
+    return Buffer.from(a.publicKey.rawData).equals(Buffer.from(b.publicKey.rawData));
+  } catch {
+    return false;
+  }
 }
 
 /** What AWS says about the instance: its id and region, from the identity document. */
@@ -99,7 +111,15 @@ export function machineRoutes(
         throw refused;
       const machine = await db('machines').where({ id: body.machineId }).first();
       if (!machine) throw refused;
-      if (machine.registered_at !== null) {
+      // A machine-agent killed after we accepted its registration but before it stored the
+      // answer (or whose answer was lost on the way) comes back with the same key: it may
+      // register again as long as the token it was given has never been used. A different key,
+      // or a machine that already called with its token, is refused: the token is single-use.
+      const again = machine.registered_at !== null;
+      if (
+        again &&
+        (machine.token_used_at !== null || !(await sameCsrKey(String(machine.csr), body.csr)))
+      ) {
         throw new HttpError(
           409,
           'already_registered',
@@ -166,19 +186,20 @@ export function machineRoutes(
       }
       const machineToken = newToken('machine');
       const now = Date.now();
-      const n = await db('machines')
-        .where({ id: body.machineId })
-        .whereNull('registered_at')
-        .update({
-          registered_at: now,
-          session_at: now,
-          token_hash: hashToken(machineToken),
-          csr: body.csr,
-          endpoint_host: host,
-          endpoint_port: body.endpoint.port,
-          agent_version: body.agentVersion,
-          instance_id: instanceId,
-        });
+      const stillOurs = again
+        ? (q: Knex.QueryBuilder) =>
+            q.where({ token_hash: machine.token_hash }).whereNull('token_used_at')
+        : (q: Knex.QueryBuilder) => q.whereNull('registered_at');
+      const n = await stillOurs(db('machines').where({ id: body.machineId })).update({
+        registered_at: machine.registered_at ?? now,
+        session_at: now,
+        token_hash: hashToken(machineToken),
+        csr: body.csr,
+        endpoint_host: host,
+        endpoint_port: body.endpoint.port,
+        agent_version: body.agentVersion,
+        instance_id: instanceId,
+      });
       if (!n)
         throw new HttpError(
           409,
@@ -186,8 +207,8 @@ export function machineRoutes(
           `machine ${body.machineId} has already registered`,
         );
       log.info(
-        { machineId: body.machineId, endpoint: `${host}:${body.endpoint.port}` },
-        'machine registered',
+        { machineId: body.machineId, endpoint: `${host}:${body.endpoint.port}`, again },
+        again ? 'machine registered again (its first answer was lost)' : 'machine registered',
       );
       await svc.reconciler.reconcile(String(machine.connection_id));
       const settings = connectionSettingsOf(conn);
