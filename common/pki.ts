@@ -89,7 +89,14 @@ export interface ParsedCsr {
   commonName: string;
   dnsNames: string[];
   ipAddresses: string[];
+  /** Subject alternative names of any other type (email, URI, ...), as `type:value`. */
+  otherNames: string[];
+  /** OIDs of the extensions requested besides subject alternative names. */
+  otherExtensions: string[];
 }
+
+/** The OID of the subject alternative name extension. */
+const sanOid = '2.5.29.17';
 
 const maxCsrPemLength = 8192;
 
@@ -126,6 +133,10 @@ export async function parseCsr(pem: string): Promise<ParsedCsr> {
     commonName: csr.subjectName.getField('CN')[0] ?? '',
     dnsNames: names.filter((n) => n.type === 'dns').map((n) => n.value),
     ipAddresses: names.filter((n) => n.type === 'ip').map((n) => n.value),
+    otherNames: names
+      .filter((n) => n.type !== 'dns' && n.type !== 'ip')
+      .map((n) => `${n.type}:${n.value}`),
+    otherExtensions: csr.extensions.map((e) => e.type).filter((oid) => oid !== sanOid),
   };
 }
 

@@ -26,6 +26,7 @@ export async function checkServerCsr(
   const allowedCn = new Set(
     ['', machineId, serverName, advertisedHost].map((n) => n.toLowerCase()),
   );
+  refuseExtras(csr);
   const wrongDns = csr.dnsNames.find((n) => !allowedDns.has(n.toLowerCase()));
   const wrongIp = csr.ipAddresses.find((ip) => !hostIsIp || ip !== advertisedHost);
   if (!allowedCn.has(csr.commonName.toLowerCase())) {
@@ -41,13 +42,31 @@ export async function checkServerCsr(
   return csr;
 }
 
+/**
+ * Certificates get the names and extensions chosen here; a CSR that asks for more (an email or
+ * URI name, CA powers, key usages) asks for what it will not get, and is refused as such.
+ */
+function refuseExtras(csr: pki.ParsedCsr): void {
+  if (csr.otherNames.length > 0) {
+    throw new pki.CsrError(
+      `the CSR asks for ${csr.otherNames.join(', ')}; only DNS names and IP addresses can be certified`,
+    );
+  }
+  if (csr.otherExtensions.length > 0) {
+    throw new pki.CsrError(
+      `the CSR requests extensions (${csr.otherExtensions.join(', ')}) a Slipway certificate never carries; request none besides subject alternative names`,
+    );
+  }
+}
+
 /** A build's CSR names nothing: the certificate's subject is the build, chosen here. */
 export async function checkClientCsr(pem: string): Promise<pki.ParsedCsr> {
   const csr = await pki.parseCsr(pem);
+  refuseExtras(csr);
   const names = [...csr.dnsNames, ...csr.ipAddresses];
   if (names.length > 0) {
     throw new pki.CsrError(
-      `a build's CSR must not ask for DNS names or IP addresses (it asks for ${names.join(', ')})`,
+      `a build's CSR must not ask for DNS names or IP addresses (it asks for ${names.slice(0, 3).join(', ')}${names.length > 3 ? ` and ${names.length - 3} more` : ''})`,
     );
   }
   return csr;
