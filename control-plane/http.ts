@@ -25,6 +25,20 @@ export class HttpError extends Error {
   }
 }
 
+const tokenLike = /sw[ucmr]_[A-Za-z0-9_-]{43}/g;
+const privateKeyBlock =
+  /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/g;
+
+/**
+ * Error messages repeat what the client sent (a name, a field, an id); a token or a private key
+ * pasted into the wrong place is never repeated, since answers end up in terminals and CI logs.
+ */
+export function redactSecrets(text: string): string {
+  return text
+    .replace(tokenLike, (t) => `${t.slice(0, 4)}[redacted]`)
+    .replace(privateKeyBlock, '[redacted private key]');
+}
+
 export const notFound = (what: string, field?: string) =>
   new HttpError(404, 'not_found', `${what} was not found`, field);
 
@@ -119,6 +133,16 @@ async function readJsonBody(ctx: Context, limit: number): Promise<unknown> {
       'content-type',
     );
   }
+  // raw-body never decodes: a compressed body would be read as garbage JSON, so say why instead.
+  const encoding = (ctx.get('content-encoding') || 'identity').trim().toLowerCase();
+  if (encoding !== 'identity') {
+    throw new HttpError(
+      415,
+      'unsupported_media_type',
+      `send the body uncompressed (content-encoding ${encoding} is not accepted)`,
+      'content-encoding',
+    );
+  }
   const charset = ctx.request.charset;
   if (charset && charset.toLowerCase() !== 'utf-8') {
     throw new HttpError(415, 'unsupported_media_type', `the body must be UTF-8 (got ${charset})`);
@@ -133,16 +157,14 @@ async function readJsonBody(ctx: Context, limit: number): Promise<unknown> {
   } catch (err) {
     const e = err as { type?: string; status?: number };
     if (e.type === 'entity.too.large') {
-      // The client may still be sending; ending the connection is the only way to stop it.
-      ctx.set('connection', 'close');
+      // The client may still be sending. Closing now would make the kernel reset the connection
+      // over the unread body, and the client would never read this answer: Node reads and drops
+      // the rest instead (a request may take a minute at most, server.ts).
       throw new HttpError(
         413,
         'payload_too_large',
         `the body is larger than the ${limit / (1024 * 1024)} MB this endpoint accepts`,
       );
-    }
-    if (e.type === 'encoding.unsupported') {
-      throw new HttpError(415, 'unsupported_media_type', 'unsupported content encoding');
     }
     throw new HttpError(400, 'invalid_body', 'the body could not be read completely');
   }
@@ -295,7 +317,13 @@ export function errorsAndLogs(log: Logger, metrics: Metrics): Middleware {
     } catch (err) {
       if (err instanceof HttpError) {
         ctx.status = err.status;
-        ctx.body = { error: { code: err.code, message: err.message, field: err.field } };
+        ctx.body = {
+          error: {
+            code: err.code,
+            message: redactSecrets(err.message),
+            field: err.field === undefined ? undefined : redactSecrets(err.field),
+          },
+        };
       } else {
         state.log.error({ err, method: ctx.method, route: state.route }, 'request failed');
         ctx.status = 500;
