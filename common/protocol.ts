@@ -76,6 +76,10 @@ export const errorCodes = [
   'invalid_body',
   'invalid_query',
   'invalid_header',
+  /** Not HTTP/1.1 the server can parse (answered before any route). */
+  'invalid_request',
+  /** The request was not received in full in time (a slow or stalled client). */
+  'request_timeout',
   'invalid_csr',
   'payload_too_large',
   'unsupported_media_type',

@@ -38,6 +38,15 @@ function parseName(value: string): string {
   return value;
 }
 
+const logLevels = ['trace', 'debug', 'info', 'warn', 'error'];
+
+/** SLIPWAY_LOG_LEVEL, as the agents read it; info by default. */
+function logLevel(value: string | undefined): string {
+  if (!value) return 'info';
+  if (logLevels.includes(value)) return value;
+  throw new InvalidArgumentError(`SLIPWAY_LOG_LEVEL ${value}: use one of ${logLevels.join(', ')}`);
+}
+
 /** `argv` are the arguments after the command name (`slipway server ...`). */
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('slipway server')
@@ -81,7 +90,10 @@ export async function main(argv: string[]): Promise<void> {
   if (Boolean(opts.tlsCert) !== Boolean(opts.tlsKey)) {
     throw new InvalidArgumentError('--tls-cert and --tls-key go together');
   }
-  const log = pino({ name: 'slipway-control-plane' });
+  const log = pino({
+    name: 'slipway-control-plane',
+    level: logLevel(process.env.SLIPWAY_LOG_LEVEL),
+  });
   const cp = await startControlPlane({
     dataDir: path.resolve(opts.dataDir),
     databaseUrl: opts.databaseUrl,

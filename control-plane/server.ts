@@ -5,9 +5,11 @@ import { mkdir, readFile } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import Koa from 'koa';
 import Router from '@koa/router';
 import pino, { type Logger } from 'pino';
+import type { ErrorCode } from '../common/protocol';
 import { serveDashboard } from './dashboard';
 import { openDatabase, type Db } from './db';
 import { errorsAndLogs, registerRoutes, type HttpContextState } from './http';
@@ -48,6 +50,54 @@ export interface ControlPlane {
   close(): Promise<void>;
 }
 
+/** Socket errors that only mean the client closed or reset its connection. */
+const clientGoneCodes = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+
+/** How long a client may take to send a whole request, headers and body. */
+const requestTimeoutMs = 60_000;
+
+/**
+ * What Node's HTTP parser refuses before any route runs (headers too large, not HTTP, a client
+ * too slow to send its request) is answered with the API's JSON error body too.
+ */
+function refuseUnparsed(err: NodeJS.ErrnoException, socket: Duplex, log: Logger): void {
+  const pending = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+  // A client that reset or closed its connection has nobody left to answer.
+  if (!socket.writable || pending?.headersSent || clientGoneCodes.has(err.code ?? '')) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, message]: [number, ErrorCode, string] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? [
+          408,
+          'request_timeout',
+          `the request was not received in full within ${requestTimeoutMs / 1000} s`,
+        ]
+      : err.code === 'HPE_HEADER_OVERFLOW'
+        ? [
+            431,
+            'invalid_header',
+            `the request headers are larger than the ${http.maxHeaderSize / 1024} KB allowed`,
+          ]
+        : [
+            400,
+            'invalid_request',
+            `the request is not valid HTTP/1.1 (${err.code ?? 'unparsable'})`,
+          ];
+  log.debug({ code: err.code, status }, 'refused a request the HTTP parser could not accept');
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
 /** How long close() lets requests finish before it cuts their connections. */
 const closeGraceMs = 5000;
 
@@ -80,6 +130,16 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   let server: http.Server;
   try {
     const app = new Koa();
+    // Errors that reach Koa itself come from the socket, after the middleware ran: a client that
+    // went away mid-answer (a CLI cut off during its long-poll). Koa would print them to stderr
+    // with a stack; they are the client's doing, so they go to the log at debug level.
+    app.on('error', (err: NodeJS.ErrnoException, ctx?: Koa.Context) => {
+      const l = (ctx?.state as HttpContextState | undefined)?.log ?? log;
+      const where = { method: ctx?.method, path: ctx?.path, code: err.code };
+      if (clientGoneCodes.has(err.code ?? ''))
+        l.debug(where, 'the client went away before the answer');
+      else l.error({ ...where, err }, 'answering failed');
+    });
     const router = new Router();
     app.use(errorsAndLogs(log, metrics));
     app.use(async (ctx, next) => {
@@ -113,18 +173,24 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     app.use(serveDashboard());
     app.use(router.routes());
 
+    // Receiving a request (headers and body) may take at most a minute, checked every 5 s: a
+    // stalled client is cut within 65 s. Long-polls hold the answer, not the request, up to 30 s;
+    // idle keep-alive sockets last a little longer than that.
+    const timeouts = { requestTimeout: requestTimeoutMs, connectionsCheckingInterval: 5000 };
     server = options.tls
       ? https.createServer(
           {
+            ...timeouts,
             cert: await readFile(options.tls.certFile),
             key: await readFile(options.tls.keyFile),
           },
           app.callback(),
         )
-      : http.createServer(app.callback());
-    // Long-polls hold a request up to 30 s; the defaults would cut them or keep idle sockets.
-    server.requestTimeout = 60_000;
+      : http.createServer(timeouts, app.callback());
     server.keepAliveTimeout = 35_000;
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
+      refuseUnparsed(err, socket, log),
+    );
     const listen = options.listen ?? { host: '127.0.0.1', port: 0 };
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
