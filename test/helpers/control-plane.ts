@@ -35,6 +35,9 @@ export interface TestControlPlane {
   client(token?: string): ApiClient;
 }
 
+/** What the scripted sides need of a control plane, in this process or its own: its clients. */
+export type ApiClients = Pick<TestControlPlane, 'user' | 'anonymous' | 'client'>;
+
 export async function startTestControlPlane(
   t: ExecutionContext,
   options: Partial<ControlPlaneOptions> = {},
@@ -93,7 +96,7 @@ export async function buildCsr(): Promise<{ keys: pki.KeyPair; csr: string }> {
 
 /** Sets up a local connection with its agent client and a project. */
 export async function localProject(
-  tcp: TestControlPlane,
+  tcp: ApiClients,
   settings: Record<string, unknown> = {},
   names = { connection: 'local', project: 'app' },
 ) {
@@ -271,7 +274,7 @@ export class ScriptedMachine {
  * kind of token and resource exists.
  */
 export async function registeredMachine(
-  tcp: TestControlPlane,
+  tcp: ApiClients,
   user: ApiClient,
   names = { connection: 'local', project: 'app' },
 ) {
