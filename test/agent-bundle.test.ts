@@ -16,14 +16,11 @@ import { processesUnder } from '../automation/local/processes';
 import {
   agentCaughtUp,
   builderReady,
-  cleanUpLocalFleet,
+  localAgents,
   requestBuilder,
-  startAgentProcess,
   stopAgentProcess,
-  type AgentProcess,
 } from './helpers/cloud-agent';
 import { localProject, startTestControlPlane } from './helpers/control-plane';
-import { tempDir } from './helpers/tmp';
 
 const execFileAsync = promisify(execFile);
 const root = path.join(__dirname, '..');
@@ -139,18 +136,8 @@ test('the bundled cloud-agent prints its help and checks its configuration', asy
 test('the bundled cloud-agent converges a local fleet: a build request ends with a ready builder', async (t) => {
   const tcp = await startTestControlPlane(t);
   const { connection, connectionToken, project } = await localProject(tcp);
-  const dataDir = await tempDir(t, 'agent');
-  const agents: AgentProcess[] = [];
-  cleanUpLocalFleet(t, dataDir, () => agents);
-  agents.push(
-    startAgentProcess({
-      apiUrl: tcp.url,
-      connectionToken,
-      dataDir,
-      args: [path.join(app, 'cloud-agent.cjs')],
-      cwd: app,
-    }),
-  );
+  const { dataDir, start } = await localAgents(t, { apiUrl: tcp.url, connectionToken });
+  const agent = start({ args: [path.join(app, 'cloud-agent.cjs')], cwd: app });
 
   const build = await requestBuilder(tcp.user, project.name);
   const ready = await builderReady(tcp.user, build.id, 180_000);
@@ -198,7 +185,7 @@ test('the bundled cloud-agent converges a local fleet: a build request ends with
     t.true(provider.includes(JSON.stringify(path.join(app, 'local-provider.cjs'))));
     t.false(provider.includes('provider-impl.ts'));
   }
-  const exit = await stopAgentProcess(agents[0]!);
-  t.deepEqual(exit, { code: 0, signal: null }, agents[0]!.output().slice(-5000));
-  t.regex(agents[0]!.output(), /"msg":"converge finished"/);
+  const exit = await stopAgentProcess(agent);
+  t.deepEqual(exit, { code: 0, signal: null }, agent.output().slice(-5000));
+  t.regex(agent.output(), /"msg":"converge finished"/);
 });

@@ -11,15 +11,8 @@ import { stackLayout } from '../automation/layout';
 import { observeLocal } from '../automation/local/observe';
 import { processesUnder } from '../automation/local/processes';
 import { waitFor } from '../common/wait';
-import {
-  agentCaughtUp,
-  cleanUpLocalFleet,
-  startAgentProcess,
-  stopAgentProcess,
-  type AgentProcess,
-} from './helpers/cloud-agent';
+import { agentCaughtUp, localAgents, stopAgentProcess } from './helpers/cloud-agent';
 import { buildCsr, localProject, startTestControlPlane } from './helpers/control-plane';
-import { tempDir } from './helpers/tmp';
 
 async function crashMidUpdate(t: ExecutionContext, killGroup: boolean) {
   const tcp = await startTestControlPlane(t);
@@ -29,11 +22,12 @@ async function crashMidUpdate(t: ExecutionContext, killGroup: boolean) {
   for (const name of projects.slice(1)) {
     await tcp.user.call('createProject', { body: { name, connection: connection.id } });
   }
-  const dataDir = await tempDir(t, 'agent-crash');
-  const agents: AgentProcess[] = [];
-  cleanUpLocalFleet(t, dataDir, () => agents);
-  const settings = { apiUrl: tcp.url, connectionToken, dataDir };
-  agents.push(startAgentProcess(settings));
+  const { dataDir, start } = await localAgents(
+    t,
+    { apiUrl: tcp.url, connectionToken },
+    'agent-crash',
+  );
+  const killed = start();
 
   // Three projects, three builds: one update creates three machines and three volumes.
   const builds = [];
@@ -60,11 +54,10 @@ async function crashMidUpdate(t: ExecutionContext, killGroup: boolean) {
     if (performance.now() > deadline) throw new Error('the update never started creating machines');
     await delay(5);
   }
-  const killed = agents[0]!;
   process.kill(killGroup ? -killed.child.pid! : killed.child.pid!, 'SIGKILL');
   t.is((await killed.exited).signal, 'SIGKILL');
 
-  agents.push(startAgentProcess(settings));
+  const restarted = start();
   for (const build of builds) {
     await waitFor(
       async () => {
@@ -110,7 +103,7 @@ async function crashMidUpdate(t: ExecutionContext, killGroup: boolean) {
     query: { kind: 'recovery', limit: 10 },
   });
 
-  const exit = await stopAgentProcess(agents[1]!);
+  const exit = await stopAgentProcess(restarted);
   t.is(exit.code, 0);
   t.deepEqual(processesUnder(layout.workDir), [], 'no engine process left behind');
   t.deepEqual(lockFiles(), [], 'no stuck lock');

@@ -12,31 +12,14 @@ import { observeLocal } from '../automation/local/observe';
 import { processesUnder } from '../automation/local/processes';
 import type { AuditRecord } from '../common/protocol';
 import { waitFor } from '../common/wait';
-import {
-  agentCaughtUp,
-  builderReady,
-  cleanUpLocalFleet,
-  requestBuilder,
-  startAgentProcess,
-  type AgentProcess,
-} from './helpers/cloud-agent';
+import { agentCaughtUp, builderReady, localAgents, requestBuilder } from './helpers/cloud-agent';
 import { localProject, startTestControlPlane } from './helpers/control-plane';
-import { tempDir } from './helpers/tmp';
 
 test('a drift check reports a killed machine and a removed volume, and the agent repairs both', async (t) => {
   const tcp = await startTestControlPlane(t);
   const { connection, connectionToken, project } = await localProject(tcp);
-  const dataDir = await tempDir(t, 'agent');
-  const agents: AgentProcess[] = [];
-  cleanUpLocalFleet(t, dataDir, () => agents);
-  agents.push(
-    startAgentProcess({
-      apiUrl: tcp.url,
-      connectionToken,
-      dataDir,
-      env: { SLIPWAY_DRIFT_CHECK_SECONDS: '3' },
-    }),
-  );
+  const { dataDir, start } = await localAgents(t, { apiUrl: tcp.url, connectionToken });
+  start({ env: { SLIPWAY_DRIFT_CHECK_SECONDS: '3' } });
   const audit = async (kind: AuditRecord['kind']) =>
     (
       await tcp.user.call('listAudit', {

@@ -12,24 +12,19 @@ import { waitFor } from '../common/wait';
 import {
   agentCaughtUp,
   builderReady,
-  cleanUpLocalFleet,
+  localAgents,
   requestBuilder,
-  startAgentProcess,
   stopAgentProcess,
-  type AgentProcess,
 } from './helpers/cloud-agent';
 import { localProject, startTestControlPlane } from './helpers/control-plane';
-import { tempDir } from './helpers/tmp';
 
 test('a build request makes the agent create a machine and volume; idle it is stopped, then started again', async (t) => {
   const tcp = await startTestControlPlane(t);
   const { connection, connectionToken, project } = await localProject(tcp, {
     idleTimeoutSeconds: 10,
   });
-  const dataDir = await tempDir(t, 'agent');
-  const agents: AgentProcess[] = [];
-  cleanUpLocalFleet(t, dataDir, () => agents);
-  agents.push(startAgentProcess({ apiUrl: tcp.url, connectionToken, dataDir }));
+  const { dataDir, start: startAgent } = await localAgents(t, { apiUrl: tcp.url, connectionToken });
+  const agent = startAgent();
 
   const build = await requestBuilder(tcp.user, project.name);
   t.is(build.builders[0]?.path, 'cold');
@@ -118,6 +113,6 @@ test('a build request makes the agent create a machine and volume; idle it is st
     [['update', machineId]],
   );
 
-  const exit = await stopAgentProcess(agents[0]!);
+  const exit = await stopAgentProcess(agent);
   t.deepEqual(exit, { code: 0, signal: null }, 'SIGTERM stops the agent cleanly');
 });

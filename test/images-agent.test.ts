@@ -44,16 +44,22 @@ test("the image's versions are the repository's pins", async (t) => {
   const tools = await readFile(path.join(root, 'scripts', 'tools.sh'), 'utf8');
   t.is(args.PULUMI_VERSION, /^PULUMI_VERSION="([^"]+)"$/m.exec(tools)?.[1], 'scripts/tools.sh');
 
-  const lock = JSON.parse(await readFile(path.join(root, 'package-lock.json'), 'utf8')) as {
-    packages: Record<string, { version: string }>;
+  const pkg = JSON.parse(await readFile(path.join(root, 'package.json'), 'utf8')) as {
+    engines: { node: string };
+    dependencies: Record<string, string>;
   };
+  const lock = JSON.parse(await readFile(path.join(root, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, { version: string; dependencies?: Record<string, string> }>;
+  };
+  // package.json's range, resolved by the lock, installed: the plugin the SDK asks for.
+  t.is(
+    lock.packages['']?.dependencies?.['@pulumi/aws'],
+    pkg.dependencies['@pulumi/aws'],
+    'the lock resolves the @pulumi/aws of package.json',
+  );
   t.is(args.PULUMI_AWS_VERSION, lock.packages['node_modules/@pulumi/aws']?.version, 'the lock');
   t.is(args.PULUMI_AWS_VERSION, awsProviderPlugin().version, 'the installed @pulumi/aws');
 
-  const pkg = JSON.parse(await readFile(path.join(root, 'package.json'), 'utf8')) as {
-    engines: { node: string };
-    scripts: { bundle: string };
-  };
   const [major, minor] = (args.NODE_VERSION ?? '').split('.').map(Number);
   const [wantMajor, wantMinor] = /^>=(\d+)\.(\d+)$/.exec(pkg.engines.node)!.slice(1).map(Number);
   t.true(

@@ -15,6 +15,7 @@ import { machineLogFile } from '../../automation/local/provider-impl';
 import { terminateProcessesUnder } from '../../automation/local/processes';
 import { cloudAgentEnv } from '../../common/protocol';
 import { buildCsr } from './control-plane';
+import { tempDir } from './tmp';
 
 const repoRoot = path.resolve(__dirname, '..', '..');
 
@@ -95,6 +96,26 @@ export function cleanUpLocalFleet(
     }
     await terminateProcessesUnder(dataDir, 40_000);
   });
+}
+
+/**
+ * A data directory of this test's own and the agents it starts on it, all ended (with every
+ * process they left under the directory) when the test ends.
+ */
+export async function localAgents(
+  t: ExecutionContext,
+  base: Omit<AgentSettings, 'dataDir'>,
+  prefix = 'agent',
+) {
+  const dataDir = await tempDir(t, prefix);
+  const agents: AgentProcess[] = [];
+  cleanUpLocalFleet(t, dataDir, () => agents);
+  const start = (settings: Partial<AgentSettings> = {}): AgentProcess => {
+    const agent = startAgentProcess({ ...base, dataDir, ...settings });
+    agents.push(agent);
+    return agent;
+  };
+  return { dataDir, start };
 }
 
 /**
