@@ -1,0 +1,399 @@
+// Faults on the whole local stack: the control plane (its own process on a SQLite file), the
+// cloud-agent (real Pulumi engine, local provider), machine-agents and their buildkitd, and the
+// real `slipway build`. Each is killed with SIGKILL at a point of a build's life; after each, the
+// build completes or fails with a clear reason, nothing is left pending without a reason, no
+// machine is duplicated, no process is orphaned, no Pulumi lock is left and the database passes
+// its integrity check. A machine-agent that goes silent is declared lost in bounded time, its
+// build moves to a new machine, and its certificates stop working.
+import test, { type ExecutionContext } from 'ava';
+import { copyFile, cp as copyDir, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { stackLayout, machineDir, machinesDir } from '../../automation/layout';
+import { machineLogFile } from '../../automation/local/provider-impl';
+import { processesUnder } from '../../automation/local/processes';
+import type { Build } from '../../common/protocol';
+import { waitFor } from '../../common/wait';
+import { runCli, type CliResult } from '../helpers/cli';
+import {
+  agentCaughtUp,
+  cleanUpLocalFleet,
+  startAgentProcess,
+  type AgentProcess,
+} from '../helpers/cloud-agent';
+import {
+  databaseSnapshot,
+  integrityCheck,
+  startControlPlaneProcess,
+  type ControlPlaneProcess,
+} from '../helpers/cp-process';
+import { ledger } from '../helpers/ledger';
+import { buildctl } from '../helpers/mtls-buildkitd';
+import { tempDir } from '../helpers/tmp';
+
+const example = path.join(__dirname, '..', '..', 'examples', 'hello');
+const lostAfterSeconds = 15;
+
+interface Stack {
+  cp: ControlPlaneProcess;
+  dir: string;
+  dataDir: string;
+  connectionId: string;
+  connectionToken: string;
+  agents: AgentProcess[];
+  agent(): AgentProcess;
+  startAgent(): void;
+  build(project: string, name: string): Promise<CliResult>;
+}
+
+async function stack(t: ExecutionContext, projects: string[]): Promise<Stack> {
+  const cp = await startControlPlaneProcess(t);
+  const dir = await tempDir(t, 'faults');
+  const dataDir = path.join(dir, 'agent');
+  const created = await cp.user.call('createConnection', {
+    body: {
+      name: 'local',
+      provider: 'local',
+      settings: {
+        platforms: ['linux/amd64'],
+        machineLostAfterSeconds: lostAfterSeconds,
+        acquireDeadlineSeconds: 600,
+      },
+    },
+  });
+  for (const name of projects) {
+    await cp.user.call('createProject', { body: { name, connection: created.connection.id } });
+  }
+  const agents: AgentProcess[] = [];
+  cleanUpLocalFleet(t, dataDir, () => agents);
+  const context = path.join(dir, 'hello');
+  await copyDir(example, context, { recursive: true });
+  await copyFile('/bin/busybox', path.join(context, 'busybox'));
+  const s: Stack = {
+    cp,
+    dir,
+    dataDir,
+    connectionId: created.connection.id,
+    connectionToken: created.token,
+    agents,
+    agent: () => agents[agents.length - 1]!,
+    startAgent: () =>
+      void agents.push(
+        startAgentProcess({ apiUrl: cp.url, connectionToken: created.token, dataDir }),
+      ),
+    build: (project, name) =>
+      runCli(
+        [
+          'build',
+          context,
+          '--progress',
+          'plain',
+          '--project',
+          project,
+          '--metadata-file',
+          path.join(dir, `${name}.json`),
+        ],
+        {
+          env: {
+            SLIPWAY_API_URL: cp.url,
+            SLIPWAY_TOKEN: cp.userToken,
+            SLIPWAY_CONFIG: path.join(dir, 'cli-config.json'),
+          },
+          timeoutMs: 600_000,
+        },
+      ),
+  };
+  s.startAgent();
+  return s;
+}
+
+/** The build of a CLI run, from the metadata file it wrote. */
+async function buildOf(s: Stack, name: string): Promise<Build> {
+  return JSON.parse(await readFile(path.join(s.dir, `${name}.json`), 'utf8')).build as Build;
+}
+
+/** The newest build of a project, once the CLI has created it. */
+async function newestBuild(s: Stack, project: string, after: Set<string>): Promise<Build> {
+  return waitFor(
+    async () => {
+      const { builds } = await s.cp.user.call('listBuilds', { query: { project } });
+      return builds.find((b) => !after.has(b.id));
+    },
+    { timeoutMs: 60_000, what: `the CLI to create a build of ${project}` },
+  );
+}
+
+async function buildIds(s: Stack): Promise<Set<string>> {
+  const { builds } = await s.cp.user.call('listBuilds', {});
+  return new Set(builds.map((b) => b.id));
+}
+
+function killAgent(agent: AgentProcess): Promise<unknown> {
+  agent.child.kill('SIGKILL');
+  return agent.exited;
+}
+
+/** After every fault: what must always hold, whatever the fault was. */
+async function invariants(t: ExecutionContext, s: Stack, after: string): Promise<void> {
+  await agentCaughtUp(s.cp.user, s.connectionId, 240_000);
+  const { machines } = await s.cp.user.call('listMachines', {});
+  const live = machines.filter((m) => m.status !== 'deleted');
+  // No duplicate: at most one live machine per project.
+  const perProject = new Map<string, number>();
+  for (const m of live) {
+    if (m.projectId) perProject.set(m.projectId, (perProject.get(m.projectId) ?? 0) + 1);
+  }
+  t.true(
+    [...perProject.values()].every((n) => n === 1),
+    `${after}: one machine per project (${JSON.stringify([...perProject])})`,
+  );
+  // No orphan: every machine directory with processes belongs to a live machine.
+  const dirs = existsSync(machinesDir(s.dataDir)) ? readdirSync(machinesDir(s.dataDir)) : [];
+  const withProcesses = dirs.filter((id) => processesUnder(machineDir(s.dataDir, id)).length > 0);
+  const liveIds = new Set(live.map((m) => m.id));
+  t.deepEqual(
+    withProcesses.filter((id) => !liveIds.has(id)),
+    [],
+    `${after}: no process left of a machine that is gone`,
+  );
+  // No stale lock once the agent caught up.
+  const locks = path.join(stackLayout(s.dataDir, s.connectionId).backendDir, '.pulumi', 'locks');
+  const lockFiles = existsSync(locks)
+    ? readdirSync(locks, { recursive: true, withFileTypes: true }).filter((e) => e.isFile())
+    : [];
+  t.is(lockFiles.length, 0, `${after}: no Pulumi lock left`);
+  // Nothing pending, and every finished build says why it ended the way it did.
+  const { builds } = await s.cp.user.call('listBuilds', {});
+  for (const b of builds) {
+    t.not(b.status, 'pending', `${after}: build ${b.id} is not left pending`);
+    for (const r of b.builders) t.truthy(r.reason, `${after}: builder of ${b.id} has a reason`);
+    if (b.status === 'failed') t.truthy(b.error, `${after}: failed build ${b.id} says why`);
+  }
+  t.is(await integrityCheck(s.cp.dataDir), 'ok', `${after}: database integrity`);
+}
+
+test.serial(
+  'kill -9 of the control plane, the cloud-agent, a buildkitd and a machine-agent: every build completes or fails loudly',
+  async (t) => {
+    const book = ledger(t);
+    const s = await stack(t, ['alpha', 'beta', 'gamma']);
+
+    // 1. The control plane killed while the CLI long-polls for a cold builder the agent is making.
+    let seen = await buildIds(s);
+    const alpha1 = s.build('alpha', 'alpha1');
+    const b1 = await newestBuild(s, 'alpha', seen);
+    await waitFor(
+      async () => {
+        const b = await s.cp.user.call('getBuild', { params: { buildId: b1.id } });
+        return b.builders[0]!.phases.pickedUpAt !== null;
+      },
+      { timeoutMs: 120_000, what: 'the agent to pick the request up' },
+    );
+    await s.cp.kill();
+    await s.cp.start();
+    const r1 = await alpha1;
+    t.is(r1.code, 0, r1.stderr);
+    t.regex(r1.stderr, /control plane unreachable, retrying|ready \(cold path/);
+    await invariants(t, s, 'control plane killed');
+    book.record(
+      'fault',
+      'control plane SIGKILLed while the CLI long-polled for a cold builder the agent was making',
+      'restarted on the same SQLite file; the CLI retried, the build completed; db integrity ok',
+    );
+
+    // 2. The agent killed during its idle long-poll; a build for a new project comes meanwhile.
+    await killAgent(s.agent());
+    seen = await buildIds(s);
+    const beta1 = s.build('beta', 'beta1');
+    const b2 = await newestBuild(s, 'beta', seen);
+    const waiting = await s.cp.user.call('waitBuilder', {
+      params: { buildId: b2.id },
+      query: { platform: 'linux/amd64', wait: 0 },
+    });
+    t.is(waiting.state, 'pending');
+    t.truthy(waiting.reason, 'a pending builder always says why');
+    s.startAgent();
+    const r2 = await beta1;
+    t.is(r2.code, 0, r2.stderr);
+    await invariants(t, s, 'agent killed in its long-poll');
+    book.record(
+      'fault',
+      'cloud-agent SIGKILLed during its long-poll; a build for a new project arrived while it was down',
+      `pending with a reason ("${waiting.reason}"); restarted, the agent made the machine and the build completed`,
+    );
+
+    // 3. The agent killed during an update that is creating the machine.
+    seen = await buildIds(s);
+    const machinesBefore = new Set(
+      existsSync(machinesDir(s.dataDir)) ? readdirSync(machinesDir(s.dataDir)) : [],
+    );
+    const gamma1 = s.build('gamma', 'gamma1');
+    await newestBuild(s, 'gamma', seen);
+    const locks = path.join(stackLayout(s.dataDir, s.connectionId).backendDir, '.pulumi', 'locks');
+    const deadline = performance.now() + 180_000;
+    // The window lasts a second or so: watch it closely.
+    while (!(
+      readdirSync(machinesDir(s.dataDir)).some((id) => !machinesBefore.has(id)) &&
+      existsSync(locks) &&
+      readdirSync(locks, { recursive: true, withFileTypes: true }).some((e) => e.isFile())
+    )) {
+      if (performance.now() > deadline) throw new Error('the update never started the machine');
+      await delay(5);
+    }
+    await killAgent(s.agent());
+    s.startAgent();
+    const r3 = await gamma1;
+    t.is(r3.code, 0, r3.stderr);
+    await invariants(t, s, 'agent killed mid-update');
+    const audit = await s.cp.user.call('listAudit', { params: { connectionId: s.connectionId } });
+    book.record(
+      'fault',
+      'cloud-agent SIGKILLed during a Pulumi update while it created a machine (stack locked)',
+      `restarted: lock cleared, converged again (${audit.records.length} audit records), no duplicate machine or orphan; the build completed`,
+    );
+
+    // 4. buildkitd killed between builds: the machine-agent restarts it and the next build runs.
+    const alpha = (await buildOf(s, 'alpha1')).builders[0]!.machineId!;
+    const pidFile = path.join(machineDir(s.dataDir, alpha), 'buildkit', 'buildkitd.pid');
+    const killBuildkitd = async () => {
+      const pid = Number((await readFile(pidFile, 'utf8')).trim());
+      process.kill(pid, 'SIGKILL');
+      return pid;
+    };
+    const firstPid = await killBuildkitd();
+    const r4 = await s.build('alpha', 'alpha2');
+    t.is(r4.code, 0, r4.stderr);
+    t.is((await buildOf(s, 'alpha2')).builders[0]!.machineId, alpha, 'on the same machine');
+    t.not(Number((await readFile(pidFile, 'utf8')).trim()), firstPid, 'a new buildkitd');
+    book.record(
+      'fault',
+      'buildkitd SIGKILLed between two builds of its project',
+      'the machine-agent restarted it; the next build ran on the same machine',
+    );
+
+    // 5. buildkitd killed while a build runs on it: the build ends, loudly if it did not finish.
+    seen = await buildIds(s);
+    const alpha3 = s.build('alpha', 'alpha3');
+    const b5 = await newestBuild(s, 'alpha', seen);
+    await waitFor(
+      async () =>
+        (await s.cp.user.call('getBuild', { params: { buildId: b5.id } })).status !== 'pending',
+      { timeoutMs: 120_000, what: 'the build to start on its builder' },
+    );
+    await killBuildkitd();
+    const r5 = await alpha3;
+    const b5done = await s.cp.user.call('getBuild', { params: { buildId: b5.id } });
+    if (r5.code === 0) {
+      t.is(b5done.status, 'succeeded');
+    } else {
+      t.is(r5.code, 1, r5.stderr);
+      t.regex(r5.stderr, /build failed|error/i, 'the CLI says the build failed');
+      t.is(b5done.status, 'failed');
+    }
+    const r5b = await s.build('alpha', 'alpha4');
+    t.is(r5b.code, 0, r5b.stderr);
+    await invariants(t, s, 'buildkitd killed mid-build');
+    book.record(
+      'fault',
+      'buildkitd SIGKILLed while a build ran on it',
+      r5.code === 0
+        ? 'the build had finished; the next build ran after the restart'
+        : `the CLI failed at once with "${lastLine(r5.stderr)}"; the build recorded failed; the next build ran`,
+    );
+
+    // 6. The machine-agent killed outright (its buildkitd keeps serving): it sends no more health
+    //    reports, is declared lost and removed, its certificates stop working, the next build moves on.
+    const old = await buildOf(s, 'alpha4');
+    const oldBuilder = old.builders[0]!;
+    // The machine-agent is the root of the machine's processes; its buildkitd is its child.
+    const procs = processesUnder(machineDir(s.dataDir, alpha));
+    const pids = new Set(procs.map((p) => p.pid));
+    const agentPid = Number(procs.find((p) => !pids.has(p.ppid))?.pid);
+    t.true(agentPid > 0, 'the machine-agent process was found');
+    process.kill(agentPid, 'SIGKILL');
+    const killedAt = performance.now();
+    await waitFor(
+      async () => {
+        const { machines } = await s.cp.user.call('listMachines', {});
+        return machines.find(
+          (m) => m.id === alpha && ['lost', 'deleting', 'deleted'].includes(m.status),
+        );
+      },
+      { timeoutMs: (lostAfterSeconds + 60) * 1000, what: `machine ${alpha} to be declared lost` },
+    );
+    const lostAfterMs = performance.now() - killedAt;
+    // Its certificates open nothing any more: the lost machine is removed with its buildkitd.
+    await waitFor(() => processesUnder(machineDir(s.dataDir, alpha)).length === 0, {
+      timeoutMs: 120_000,
+      what: `the lost machine ${alpha} to be removed`,
+    });
+    const certDir = path.join(s.dir, 'old-cert');
+    await mkdir(certDir, { recursive: true });
+    await writeFile(path.join(certDir, 'ca.pem'), oldBuilder.caCertificate ?? '');
+    await writeFile(path.join(certDir, 'cert.pem'), oldBuilder.clientCertificate ?? '');
+    const refused = await buildctl(
+      {
+        address: oldBuilder.endpoint!,
+        serverName: oldBuilder.serverName!,
+        caFile: path.join(certDir, 'ca.pem'),
+      },
+      { certFile: path.join(certDir, 'cert.pem') },
+      ['debug', 'workers'],
+    );
+    t.not(refused.code, 0, refused.output);
+    // The project's next build gets a new machine.
+    const r6 = await s.build('alpha', 'alpha5');
+    t.is(r6.code, 0, r6.stderr);
+    const moved = (await buildOf(s, 'alpha5')).builders[0]!;
+    t.not(moved.machineId, alpha, 'the build ran on a new machine');
+    await invariants(t, s, 'machine-agent killed');
+    book.record(
+      'lost machine',
+      'machine-agent SIGKILLed (its buildkitd left serving): no more health reports',
+      `declared lost after ${Math.round(lostAfterMs / 1000)} s (limit ${lostAfterSeconds} s), removed with its buildkitd: the old build certificate opens nothing; the next build ran on a new machine`,
+    );
+
+    // Nothing secret in the logs of any component, the audit records or the database dump.
+    const secrets = [s.cp.userToken, s.connectionToken];
+    const texts = [
+      s.cp.log(),
+      s.cp.stderr(),
+      ...s.agents.map((a) => a.output()),
+      JSON.stringify(audit.records),
+      JSON.stringify(
+        (await s.cp.user.call('listAudit', { params: { connectionId: s.connectionId } })).records,
+      ),
+      await databaseSnapshot(s.cp.dataDir),
+    ];
+    for (const id of readdirSync(machinesDir(s.dataDir))) {
+      const log = path.join(machineDir(s.dataDir, id), machineLogFile);
+      if (existsSync(log)) texts.push(await readFile(log, 'utf8'));
+      const key = path.join(machineDir(s.dataDir, id), 'server-key.pem');
+      if (existsSync(key)) secrets.push((await readFile(key, 'utf8')).split('\n')[1]!);
+      const state = path.join(machineDir(s.dataDir, id), 'machine.json');
+      if (existsSync(state)) {
+        const token = /swm_[A-Za-z0-9_-]{43}/.exec(await readFile(state, 'utf8'))?.[0];
+        if (token) secrets.push(token);
+      }
+    }
+    const leaks = secrets.filter((x) => texts.some((text) => text.includes(x)));
+    t.deepEqual(leaks, [], 'no token or private key in logs, audit records or the database');
+    t.notRegex(texts.join('\n'), /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
+    book.record(
+      'secret',
+      `logs of the control plane, ${s.agents.length} cloud-agent runs and every machine-agent; audit records; every database row`,
+      `none of ${secrets.length} tokens and private keys appears; no PEM private key at all`,
+    );
+  },
+);
+
+function lastLine(text: string): string {
+  return (
+    text
+      .trim()
+      .split('\n')
+      .filter((l) => /error|failed/i.test(l))
+      .pop() ?? ''
+  ).slice(0, 120);
+}
