@@ -6,4 +6,7 @@ export default {
   ...pkg.ava,
   files: ['test/reliability/**/*.test.ts'],
   timeout: '15m',
+  // One file at a time: the fault and load scenarios measure how the system copes, and two of
+  // them loading the machine at once would measure each other.
+  concurrency: 1,
 };
