@@ -377,13 +377,24 @@ test.serial(
         if (token) secrets.push(token);
       }
     }
+    // The stack's state, its history and backups: outputs and inputs as Pulumi keeps them.
+    const backend = stackLayout(s.dataDir, s.connectionId).backendDir;
+    const stateFiles = readdirSync(backend, { recursive: true, withFileTypes: true }).filter((e) =>
+      e.isFile(),
+    );
+    for (const f of stateFiles) texts.push(await readFile(path.join(f.parentPath, f.name), 'utf8'));
     const leaks = secrets.filter((x) => texts.some((text) => text.includes(x)));
+    t.notRegex(
+      texts.join('\n'),
+      /sw[ucmr]_[A-Za-z0-9_-]{43}/,
+      'no token of any kind in plain text',
+    );
     t.deepEqual(leaks, [], 'no token or private key in logs, audit records or the database');
     t.notRegex(texts.join('\n'), /-----BEGIN [A-Z ]*PRIVATE KEY-----/);
     book.record(
       'secret',
-      `logs of the control plane, ${s.agents.length} cloud-agent runs and every machine-agent; audit records; every database row`,
-      `none of ${secrets.length} tokens and private keys appears; no PEM private key at all`,
+      `logs of the control plane, ${s.agents.length} cloud-agent runs and every machine-agent; audit records; every database row; ${stateFiles.length} files of Pulumi stack state, history and backups`,
+      `none of ${secrets.length} known tokens and private keys appears; no token of any kind, no PEM private key at all`,
     );
   },
 );
