@@ -247,7 +247,7 @@ export async function runBuild(opts: BuildOptions): Promise<BuildOutcome> {
     } else {
       error = err instanceof Error ? err.message : String(err);
       clearInterval(heartbeat);
-      await finish(client, build.id, 'failed', error, buildMs);
+      await finish(client, reporter, build.id, 'failed', error, buildMs);
       await rm(tlsDir, { recursive: true, force: true });
       throw err;
     }
@@ -255,24 +255,43 @@ export async function runBuild(opts: BuildOptions): Promise<BuildOutcome> {
     clearInterval(heartbeat);
   }
   await rm(tlsDir, { recursive: true, force: true });
-  const finished = await finish(client, build.id, result, error, buildMs);
+  const finished = await finish(client, reporter, build.id, result, error, buildMs);
   return { exitCode, build: finished, buildMs };
 }
 
+/**
+ * Reports the build's result. A control plane that is restarting or unreachable is retried for a
+ * minute (ten seconds after Ctrl-C): otherwise a build that ran would be failed later for want of
+ * heartbeats, its result lost.
+ */
 async function finish(
   client: ApiClient,
+  reporter: Reporter,
   buildId: string,
   result: 'succeeded' | 'failed' | 'canceled',
   error: string | undefined,
   buildMs: number,
 ): Promise<Build | undefined> {
-  try {
-    return await client.call('finishBuild', {
-      params: { buildId },
-      body: { result, ...(error ? { error: error.slice(0, 4000) } : {}), buildMs },
-      timeoutMs: 10_000,
-    });
-  } catch {
-    return undefined; // the build's deadline releases the builder if this report is lost
+  const deadline = performance.now() + (result === 'canceled' ? 10_000 : 60_000);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await client.call('finishBuild', {
+        params: { buildId },
+        body: { result, ...(error ? { error: error.slice(0, 4000) } : {}), buildMs },
+        timeoutMs: 10_000,
+      });
+    } catch (err) {
+      const retry =
+        err instanceof ApiError &&
+        (err.code === 'unreachable' || err.status >= 500) &&
+        performance.now() < deadline;
+      if (!retry) {
+        // The build's heartbeats stop now: the control plane ends it on its own.
+        reporter.warn(`could not report the result (${(err as Error).message})`);
+        return undefined;
+      }
+      if (attempt === 1) reporter.warn(`reporting the result failed, retrying (${err.message})`);
+      await delay(Math.min(250 * 2 ** attempt, 5000));
+    }
   }
 }
