@@ -8,6 +8,7 @@ import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { waitFor } from '../common/wait';
+import { clearBuildkitLeftovers } from './buildkit-leftovers';
 import { Buildkitd, describeExit, type BuildkitdExit } from './buildkitd';
 import { renderBuildkitdConfig } from './buildkitd-config';
 import { MachineAgentError, errorMessage } from './errors';
@@ -63,6 +64,8 @@ export class BuildkitSupervisor {
   /** Daemons being stopped on purpose: their exit is not a crash. */
   private readonly stopping = new WeakSet<Buildkitd>();
   private appliedFingerprint: string | undefined;
+  /** The cache root of the current task. */
+  private root: string | undefined;
   /** Serializes apply, stop and crash recovery: one change to the daemon at a time. */
   private queue: Promise<unknown> = Promise.resolve();
   /** Aborted when a newer apply or a stop takes over from the operation in progress. */
@@ -146,6 +149,7 @@ export class BuildkitSupervisor {
       await writeFileAtomic(this.files.clientCa, spec.clientCa, 0o644);
       await writeFileAtomic(this.files.config, config, 0o600);
       this.appliedFingerprint = fingerprint;
+      this.root = spec.root;
       this.set('starting');
       try {
         await this.startWithRetries(signal);
@@ -203,6 +207,8 @@ export class BuildkitSupervisor {
 
   private async startDaemon(): Promise<void> {
     await this.stopStale();
+    // A buildkitd that died mid-build left its steps running and their rootfs mounted.
+    if (this.root) await clearBuildkitLeftovers(this.root, this.opts.logger);
     const daemon = new Buildkitd({
       configFile: this.files.config,
       listeners: 2,
