@@ -7,7 +7,8 @@
 // build moves to a new machine, and its certificates stop working.
 import test, { type ExecutionContext } from 'ava';
 import { copyFile, cp as copyDir, mkdir, readFile, writeFile } from 'node:fs/promises';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { stackLayout, machineDir, machinesDir } from '../../automation/layout';
@@ -42,9 +43,11 @@ interface Stack {
   connectionId: string;
   connectionToken: string;
   agents: AgentProcess[];
+  /** The build context: examples/hello with busybox. */
+  context: string;
   agent(): AgentProcess;
   startAgent(): void;
-  build(project: string, name: string): Promise<CliResult>;
+  build(project: string, name: string, extra?: string[]): Promise<CliResult>;
 }
 
 async function stack(t: ExecutionContext, projects: string[]): Promise<Stack> {
@@ -77,12 +80,13 @@ async function stack(t: ExecutionContext, projects: string[]): Promise<Stack> {
     connectionId: created.connection.id,
     connectionToken: created.token,
     agents,
+    context,
     agent: () => agents[agents.length - 1]!,
     startAgent: () =>
       void agents.push(
         startAgentProcess({ apiUrl: cp.url, connectionToken: created.token, dataDir }),
       ),
-    build: (project, name) =>
+    build: (project, name, extra = []) =>
       runCli(
         [
           'build',
@@ -93,6 +97,7 @@ async function stack(t: ExecutionContext, projects: string[]): Promise<Stack> {
           project,
           '--metadata-file',
           path.join(dir, `${name}.json`),
+          ...extra,
         ],
         {
           env: {
@@ -202,6 +207,66 @@ test.serial(
       'restarted on the same SQLite file; the CLI retried, the build completed; db integrity ok',
     );
 
+    // 1b. The control plane killed while a build runs on its builder, and still down when the
+    //     build ends: the CLI's heartbeats fail, its report of the result is retried.
+    seen = await buildIds(s);
+    const out = path.join(s.dir, 'alpha-out');
+    const alphaCp = s.build('alpha', 'alpha-cp', [
+      '--no-cache',
+      '--output',
+      `type=local,dest=${out}`,
+    ]);
+    const bCp = await newestBuild(s, 'alpha', seen);
+    // Once the control plane has answered the CLI's long-poll, the CLI needs it only to report.
+    await waitFor(
+      async () =>
+        (await s.cp.user.call('getBuild', { params: { buildId: bCp.id } })).builders[0]!.phases
+          .answeredAt,
+      { timeoutMs: 120_000, intervalMs: 50, what: 'the CLI to get its builder' },
+    );
+    await s.cp.kill();
+    // While it is down its port refuses every request, and shows when the CLI tried to report.
+    let cliEnded = false;
+    void alphaCp.then(() => (cliEnded = true));
+    let reportTried = false;
+    const sockets = new Set<net.Socket>();
+    const down = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.once('data', (d: Buffer) => {
+        if (d.toString('latin1').startsWith(`POST /v1/builds/${bCp.id}/finish `)) {
+          reportTried = true;
+        }
+        socket.destroy();
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) =>
+      down.listen(Number(new URL(s.cp.url).port), '127.0.0.1', resolve),
+    );
+    await waitFor(() => cliEnded || reportTried, {
+      timeoutMs: 120_000,
+      intervalMs: 50,
+      what: 'the CLI to build and try to report its result while the control plane is down',
+    });
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => down.close(() => resolve()));
+    if (!reportTried) {
+      const early = await alphaCp;
+      t.fail(`the CLI ended (${early.code}) without reporting to the port:\n${early.stderr}`);
+    }
+    t.true(existsSync(path.join(out, 'app', 'GREETING.txt')), 'the build had exported its result');
+    await s.cp.start();
+    const rCp = await alphaCp;
+    t.is(rCp.code, 0, rCp.stderr);
+    const bCpDone = await s.cp.user.call('getBuild', { params: { buildId: bCp.id } });
+    t.is(bCpDone.status, 'succeeded', 'the result reported after the restart was kept');
+    await invariants(t, s, 'control plane killed during a build');
+    book.record(
+      'fault',
+      'control plane SIGKILLed while a build ran on its builder, still down when the build ended',
+      'the CLI retried its report of the result until the restart; the build is recorded succeeded, not failed for lack of heartbeats',
+    );
+
     // 2. The agent killed during its idle long-poll; a build for a new project comes meanwhile.
     await killAgent(s.agent());
     seen = await buildIds(s);
@@ -272,34 +337,52 @@ test.serial(
       'the machine-agent restarted it; the next build ran on the same machine',
     );
 
-    // 5. buildkitd killed while a build runs on it: the build ends, loudly if it did not finish.
-    seen = await buildIds(s);
-    const alpha3 = s.build('alpha', 'alpha3');
-    const b5 = await newestBuild(s, 'alpha', seen);
-    await waitFor(
-      async () =>
-        (await s.cp.user.call('getBuild', { params: { buildId: b5.id } })).status !== 'pending',
-      { timeoutMs: 120_000, what: 'the build to start on its builder' },
+    // 5. buildkitd killed while a build runs a step on it: the CLI fails at once, loudly, and
+    //    the build is recorded failed; the next build runs on the restarted buildkitd.
+    // A step that sleeps a number of seconds nobody else would choose: its process is found by it.
+    const seconds = String(3000 + Math.floor(Math.random() * 999));
+    const marker = `/bin/busybox\0sleep\0${seconds}\0`;
+    await writeFile(
+      path.join(s.context, 'Dockerfile.slow'),
+      `FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "sleep", "${seconds}"]\n`,
     );
+    seen = await buildIds(s);
+    const alpha3 = s.build('alpha', 'alpha3', ['-f', path.join(s.context, 'Dockerfile.slow')]);
+    const b5 = await newestBuild(s, 'alpha', seen);
+    const step = await waitFor(() => stepProcess(marker), {
+      timeoutMs: 120_000,
+      intervalMs: 50,
+      what: 'the slow step to run on the builder',
+    });
+    // The step's process must not outlive the test, whatever buildkitd leaves behind.
+    t.teardown(() => {
+      if (cmdline(step).includes(marker)) process.kill(Number(step), 'SIGKILL');
+    });
+    const stepAt = performance.now();
     await killBuildkitd();
     const r5 = await alpha3;
+    const failedInMs = performance.now() - stepAt;
     const b5done = await s.cp.user.call('getBuild', { params: { buildId: b5.id } });
-    if (r5.code === 0) {
-      t.is(b5done.status, 'succeeded');
-    } else {
-      t.is(r5.code, 1, r5.stderr);
-      t.regex(r5.stderr, /build failed|error/i, 'the CLI says the build failed');
-      t.is(b5done.status, 'failed');
-    }
+    t.is(r5.code, 1, r5.stderr);
+    t.regex(r5.stderr, /build failed/, 'the CLI says the build failed');
+    t.true(failedInMs < 60_000, `the CLI ended ${Math.round(failedInMs)} ms after the kill`);
+    t.is(b5done.status, 'failed');
+    t.truthy(b5done.error);
     const r5b = await s.build('alpha', 'alpha4');
     t.is(r5b.code, 0, r5b.stderr);
+    // The restarted buildkitd's machine-agent ended the orphaned step and unmounted its rootfs.
+    t.is(stepProcess(marker), undefined, 'the step of the dead buildkitd no longer runs');
+    const volumes = path.join(s.dataDir, 'volumes') + path.sep;
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[4] ?? '')
+      .filter((m) => m.startsWith(volumes));
+    t.deepEqual(mounts, [], 'no container rootfs left mounted on the cache volume');
     await invariants(t, s, 'buildkitd killed mid-build');
     book.record(
       'fault',
-      'buildkitd SIGKILLed while a build ran on it',
-      r5.code === 0
-        ? 'the build had finished; the next build ran after the restart'
-        : `the CLI failed at once with "${lastLine(r5.stderr)}"; the build recorded failed; the next build ran`,
+      'buildkitd SIGKILLed while a build ran a step on it',
+      `the CLI failed ${(failedInMs / 1000).toFixed(1)} s later with "${lastLine(r5.stderr)}"; the build recorded failed ("${b5done.error}"); the orphaned step ended and its rootfs unmounted; the next build ran`,
     );
 
     // 6. The machine-agent killed outright (its buildkitd keeps serving): it sends no more health
@@ -398,6 +481,19 @@ test.serial(
     );
   },
 );
+
+function cmdline(pid: string): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+  } catch {
+    return ''; // it ended meanwhile
+  }
+}
+
+/** The process whose command line holds `marker` (a build step in its container), if any. */
+function stepProcess(marker: string): string | undefined {
+  return readdirSync('/proc').find((pid) => /^\d+$/.test(pid) && cmdline(pid).includes(marker));
+}
 
 function lastLine(text: string): string {
   return (
