@@ -437,6 +437,44 @@ test.serial(
       `declared lost after ${Math.round(lostAfterMs / 1000)} s (limit ${lostAfterSeconds} s), removed with its buildkitd: the old build certificate opens nothing; the next build ran on a new machine`,
     );
 
+    // 7. The whole machine gone at once (machine-agent and buildkitd), and a build requested
+    //    right away, while the control plane still counts the builder ready: the build runs on a
+    //    new machine or fails at once with a reason; it never hangs.
+    const gone = moved.machineId!;
+    const goneProcs = processesUnder(machineDir(s.dataDir, gone));
+    for (const p of goneProcs) process.kill(p.pid, 'SIGKILL');
+    const requestedAt = performance.now();
+    const r7 = await s.build('alpha', 'alpha6');
+    const r7Ms = performance.now() - requestedAt;
+    const b7 = await buildOf(s, 'alpha6').catch(() => undefined);
+    if (r7.code === 0) {
+      t.not(b7?.builders[0]!.machineId, gone, 'it ran on a new machine');
+    } else {
+      t.is(r7.code, 1, r7.stderr);
+      t.regex(r7.stderr, /build failed|no linux\/amd64 builder|error/i, r7.stderr);
+    }
+    // Either way the machine is declared lost and the project's next build gets a new one.
+    await waitFor(
+      async () => {
+        const { machines } = await s.cp.user.call('listMachines', {});
+        return machines.find(
+          (m) => m.id === gone && ['lost', 'deleting', 'deleted'].includes(m.status),
+        );
+      },
+      { timeoutMs: (lostAfterSeconds + 60) * 1000, what: `machine ${gone} to be declared lost` },
+    );
+    const r7b = await s.build('alpha', 'alpha7');
+    t.is(r7b.code, 0, r7b.stderr);
+    t.not((await buildOf(s, 'alpha7')).builders[0]!.machineId, gone);
+    await invariants(t, s, 'machine killed whole');
+    book.record(
+      'lost machine',
+      'a whole machine SIGKILLed (machine-agent and buildkitd) and a build requested at once, while its builder still counted as ready',
+      r7.code === 0
+        ? `the build ran on a new machine after ${(r7Ms / 1000).toFixed(1)} s; the machine declared lost`
+        : `the build failed after ${(r7Ms / 1000).toFixed(1)} s with "${lastLine(r7.stderr)}"; the machine declared lost and the next build ran on a new machine`,
+    );
+
     // Nothing secret in the logs of any component, the audit records or the database dump.
     const secrets = [s.cp.userToken, s.connectionToken];
     const texts = [
