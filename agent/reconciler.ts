@@ -54,6 +54,8 @@ export class FleetReconciler {
   private connection: Connection | undefined;
   /** What the stack holds, as of the last operation that succeeded. */
   private inventory: FleetInventory = emptyInventory();
+  /** How many fleet resources the stack holds, as of the last operation that succeeded. */
+  private stackResources: number | undefined;
   /** Look for orphans after the next successful update: at start and after failures. */
   private orphanCheckDue = true;
   /** Converge even when the fleet digest matches: after recovery or drift. */
@@ -178,7 +180,8 @@ export class FleetReconciler {
       this.opts.onReport();
       this.force = true;
     }
-    this.inventory = provider.inventory(await stack.inventory());
+    this.inventory = provider.inventory(recovery.resources);
+    this.stackResources = recovery.resources.length;
     this.connection = { id: fleet.connectionId, provider, stack };
     return this.connection;
   }
@@ -249,7 +252,11 @@ export class FleetReconciler {
     const connection = await this.connect(fleet);
     if (signal.aborted) return;
     const applied = store.applied;
-    if (!this.force && this.failures === 0 && applied?.digest === digest) {
+    // An empty fleet on a stack that holds nothing (a new connection): the preview could only
+    // show the stack itself, and a Pulumi run would hold up the first build by seconds.
+    const nothingEither =
+      fleet.machines.length === 0 && fleet.volumes.length === 0 && this.stackResources === 0;
+    if (!this.force && this.failures === 0 && (applied?.digest === digest || nothingEither)) {
       // A new generation with nothing to build (e.g. a registration consumed a token).
       await store.setApplied({ generation: fleet.generation, digest });
       await store.addApply(unchangedReport(fleet.generation, new Date()));
@@ -287,7 +294,10 @@ export class FleetReconciler {
     ];
     let orphansRemoved: string[] = [];
     if (outcome.result === 'succeeded') {
-      if (outcome.resources) this.inventory = connection.provider.inventory(outcome.resources);
+      if (outcome.resources) {
+        this.inventory = connection.provider.inventory(outcome.resources);
+        this.stackResources = outcome.resources.length;
+      }
       if (this.orphanCheckDue) orphansRemoved = await this.removeOrphans(connection);
       this.failures = 0;
       this.force = false;
@@ -303,6 +313,9 @@ export class FleetReconciler {
         updated: outcome.updated,
         summary: outcome.summary,
         ms: outcome.finishedAt.getTime() - outcome.startedAt.getTime(),
+        ...(outcome.previewFinishedAt
+          ? { previewMs: outcome.previewFinishedAt.getTime() - outcome.startedAt.getTime() }
+          : {}),
         ...(orphansRemoved.length > 0 ? { orphansRemoved } : {}),
         ...(capacityFailures.length > 0 ? { capacityFailures: capacityFailures.length } : {}),
       },
@@ -339,7 +352,9 @@ export class FleetReconciler {
     const applied = this.opts.store.applied;
     if (this.failures > 0 || !applied) return;
     const startedAt = new Date();
-    this.inventory = connection.provider.inventory(await connection.stack.inventory());
+    const resources = await connection.stack.inventory();
+    this.inventory = connection.provider.inventory(resources);
+    this.stackResources = resources.length;
     const removed = await this.removeOrphans(connection);
     if (removed.length === 0) return;
     await this.opts.store.addApply(orphansReport(applied.generation, startedAt, removed));

@@ -39,6 +39,8 @@ export interface ConvergeOutcome {
   result: ConvergeResult;
   startedAt: Date;
   finishedAt: Date;
+  /** When the preview ended and the update (if any) began; null when the preview failed. */
+  previewFinishedAt: Date | null;
   /** The preview that decided the update; null when the preview itself failed. */
   preview: PreviewOutcome | null;
   /** Whether an update ran (a preview without changes skips it). */

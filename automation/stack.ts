@@ -58,6 +58,8 @@ export interface RecoveryOutcome {
   pendingOperations: string[];
   /** The refresh that cleared them, when one ran. */
   refresh: PreviewOutcome | null;
+  /** Every fleet resource the stack holds after the recovery (what inventory() returns). */
+  resources: StackResource[];
 }
 
 export class FleetStackError extends Error {
@@ -133,6 +135,19 @@ interface ExportedState {
     resources?: { urn: string; type: string; id?: string; outputs?: Record<string, unknown> }[];
     pending_operations?: { type: string; resource: { urn: string } }[];
   };
+}
+
+/** The fleet resources of an exported state. */
+function fleetResources(state: ExportedState): StackResource[] {
+  return (state.deployment?.resources ?? [])
+    .filter((r) => isFleetResource(r.type))
+    .map((r) => ({
+      urn: r.urn,
+      type: r.type,
+      name: urnName(r.urn),
+      id: r.id ?? '',
+      outputs: r.outputs ?? {},
+    }));
 }
 
 export class FleetStack {
@@ -221,6 +236,12 @@ export class FleetStack {
       } as ProjectSettings,
     });
     const stack = await Stack.createOrSelect(opts.connectionId, workspace);
+    // After every up and refresh the Automation API runs `pulumi stack output` twice and
+    // `pulumi stack history` once for the result's outputs and summary: three more CLI starts
+    // (over a second on a busy host) that hold up the next converge. This module reads both
+    // from the operation's own event stream instead, so they answer at once.
+    stack.outputs = () => Promise.resolve({});
+    stack.info = () => Promise.resolve(undefined);
     return new FleetStack(opts, workspace, stack, { leftoverProcesses, repairedFiles });
   }
 
@@ -261,12 +282,14 @@ export class FleetStack {
       } catch (err) {
         return this.failed(startedAt, null, previewEvents, err, opts.signal);
       }
+      const previewFinishedAt = new Date();
       if (!preview.hasChanges) {
         log.debug({ stack: this.name }, 'preview shows no change; no update');
         return {
           result: 'succeeded',
           startedAt,
           finishedAt: new Date(),
+          previewFinishedAt,
           preview,
           updated: false,
           summary: preview.summary,
@@ -278,7 +301,7 @@ export class FleetStack {
       }
       const upEvents = new EventCollector();
       try {
-        const up = await this.stack.up({
+        await this.stack.up({
           color: 'never',
           suppressProgress: true,
           refresh: opts.refresh,
@@ -289,16 +312,17 @@ export class FleetStack {
           result: 'succeeded',
           startedAt,
           finishedAt: new Date(),
+          previewFinishedAt,
           preview,
           updated: true,
-          summary: upEvents.summary ?? (up.summary.resourceChanges as Record<string, number>) ?? {},
+          summary: upEvents.summary ?? {},
           steps: upEvents.steps,
           failedUrns: [],
           diagnostics: upEvents.diagnostics,
           resources: upEvents.resources,
         };
       } catch (err) {
-        return this.failed(startedAt, preview, upEvents, err, opts.signal);
+        return this.failed(startedAt, preview, upEvents, err, opts.signal, previewFinishedAt);
       }
     });
   }
@@ -309,6 +333,7 @@ export class FleetStack {
     events: EventCollector,
     err: unknown,
     signal: AbortSignal | undefined,
+    previewFinishedAt: Date | null = null,
   ): Promise<ConvergeOutcome> {
     const canceled = signal?.aborted === true || events.canceled;
     const error =
@@ -320,6 +345,7 @@ export class FleetStack {
       result: canceled ? 'canceled' : 'failed',
       startedAt,
       finishedAt: new Date(),
+      previewFinishedAt,
       preview,
       updated: preview !== null,
       summary: events.summary ?? preview?.summary ?? {},
@@ -344,8 +370,7 @@ export class FleetStack {
         onEvent: events.onEvent,
         signal: opts.signal,
       });
-      const summary =
-        events.summary ?? (result.summary.resourceChanges as Record<string, number>) ?? {};
+      const summary = events.summary ?? {};
       return {
         summary,
         steps: events.steps,
@@ -401,16 +426,7 @@ export class FleetStack {
 
   /** Every fleet resource the stack state holds. */
   async inventory(): Promise<StackResource[]> {
-    const state = await this.exportState();
-    return (state.deployment?.resources ?? [])
-      .filter((r) => isFleetResource(r.type))
-      .map((r) => ({
-        urn: r.urn,
-        type: r.type,
-        name: urnName(r.urn),
-        id: r.id ?? '',
-        outputs: r.outputs ?? {},
-      }));
+    return fleetResources(await this.exportState());
   }
 
   /**
@@ -440,11 +456,13 @@ export class FleetStack {
       (op) => `${op.type} ${urnName(op.resource.urn)}`,
     );
     let refresh: PreviewOutcome | null = null;
+    let resources = fleetResources(state);
     if (pending.length > 0) {
       log.warn({ stack: this.name, pending }, 'the last update was interrupted; refreshing');
       refresh = await this.refresh({ clearPendingCreates: true });
+      resources = await this.inventory();
     }
-    return { ...this.repairs, staleLocks, pendingOperations: pending, refresh };
+    return { ...this.repairs, staleLocks, pendingOperations: pending, refresh, resources };
   }
 
   /**
