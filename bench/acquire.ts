@@ -7,6 +7,8 @@
 //   its volume.
 // - warm-standby: a running standby machine of the warm pool is given to a new project.
 // - cold: a new project: a new machine and a new volume.
+// - first: the first build on a `slipway dev` started a moment before (what `npm run demo` and a
+//   new user see): a new stack as well as a new machine and volume; a new dev every round.
 //
 // Each round starts from a settled fleet (nothing converging, every machine in a resting state),
 // so the rounds do not pay for each other's background work. Requests are made through the API
@@ -24,11 +26,11 @@ import { startDev, type Dev } from './lib/dev';
 import { measureFloor } from './lib/floor';
 import { agentConverges, machineMilestones } from './lib/logs';
 import { progress, Report, summaryRows } from './lib/report';
-import type { Scope } from './lib/scope';
+import { Scope } from './lib/scope';
 import { slipwayBuild } from './lib/slipway-build';
 import { summarize, type Summary } from './lib/stats';
 
-const paths = ['hot', 'warm-stopped', 'warm-standby', 'cold'] as const;
+const paths = ['hot', 'warm-stopped', 'warm-standby', 'cold', 'first'] as const;
 type PathName = (typeof paths)[number];
 
 function options(argv: string[]) {
@@ -36,6 +38,7 @@ function options(argv: string[]) {
     args: argv,
     options: {
       rounds: { type: 'string', default: '20' },
+      'first-rounds': { type: 'string', default: '5' },
       paths: { type: 'string', default: paths.join(',') },
     },
     strict: true,
@@ -44,7 +47,11 @@ function options(argv: string[]) {
   for (const p of chosen) {
     if (!paths.includes(p)) throw new Error(`--paths: ${p} is not one of ${paths.join(', ')}`);
   }
-  return { rounds: Number(values.rounds), paths: chosen };
+  return {
+    rounds: Number(values.rounds),
+    firstRounds: Number(values['first-rounds']),
+    paths: chosen,
+  };
 }
 
 /** Milliseconds from the request, per phase; undefined where the path has no such phase. */
@@ -55,6 +62,8 @@ interface Round {
   pickedUpMs?: number;
   /** The agent's converge (Pulumi preview and up) that served the request. */
   convergeStartMs?: number;
+  /** Its preview ended and the update began. */
+  previewEndMs?: number;
   convergeEndMs?: number;
   /** The machine-agent process logged its first line (Node started, code loaded). */
   machineProcessMs?: number;
@@ -129,18 +138,27 @@ async function measureRound(dev: Dev, project: string): Promise<Round> {
   if (builder.path === 'hot') return round;
   round.pickedUpMs = at(builder.phases.pickedUpAt);
   round.registeredMs = at(builder.phases.registeredAt);
-  // The converge that served the request; its last line can land just after the answer.
+  const machine = await machineMilestones(dev.agentDir, builder.machineId!, startedAt);
+  round.machineProcessMs = machine.processStartedAt && machine.processStartedAt - startedAt;
+  round.buildkitdReadyMs = machine.buildkitdReadyAt && machine.buildkitdReadyAt - startedAt;
+  // The converge that served the request: the last one begun before the machine-agent started
+  // (on a new dev, one for the empty fleet may come first). Its last line can land just after
+  // the answer.
   const converge = await waitFor(
-    async () => (await agentConverges(dev.logFile)).find((c) => c.startedAt >= startedAt),
+    async () => {
+      const after = (await agentConverges(dev.logFile)).filter((c) => c.startedAt >= startedAt);
+      const before = machine.processStartedAt
+        ? after.filter((c) => c.startedAt <= machine.processStartedAt!)
+        : after;
+      return before.at(-1) ?? after[0];
+    },
     { timeoutMs: 10_000, intervalMs: 20, what: 'the converge in the agent log' },
   ).catch(() => undefined);
   if (converge) {
     round.convergeStartMs = converge.startedAt - startedAt;
     round.convergeEndMs = converge.finishedAt - startedAt;
+    if (converge.previewFinishedAt) round.previewEndMs = converge.previewFinishedAt - startedAt;
   }
-  const machine = await machineMilestones(dev.agentDir, builder.machineId!, startedAt);
-  round.machineProcessMs = machine.processStartedAt && machine.processStartedAt - startedAt;
-  round.buildkitdReadyMs = machine.buildkitdReadyAt && machine.buildkitdReadyAt - startedAt;
   return round;
 }
 
@@ -164,6 +182,8 @@ async function setWarmPool(dev: Dev, running: number): Promise<void> {
 interface PathResult {
   path: PathName;
   rounds: Round[];
+  /** first: each round's slipway dev, from spawn to ready. */
+  devStartMs?: number[];
   floorFresh?: number[];
   floorReused?: number[];
 }
@@ -212,6 +232,24 @@ async function runPath(
       await setWarmPool(dev, 0);
       break;
     }
+    case 'first': {
+      result.devStartMs = [];
+      for (let i = 0; i < rounds; i++) {
+        // Its own scope: this round's dev and its builder are stopped before the next round.
+        const round = new Scope();
+        const onAbort = () => round.abort('interrupted');
+        signal.addEventListener('abort', onAbort, { once: true });
+        try {
+          const fresh = await startDev(round, { idleTimeoutSeconds });
+          result.devStartMs.push(fresh.startMs);
+          result.rounds.push(await measureRound(fresh, fresh.project));
+        } finally {
+          signal.removeEventListener('abort', onAbort);
+          await round.close();
+        }
+      }
+      break;
+    }
     case 'cold': {
       result.floorFresh = [];
       result.floorReused = [];
@@ -233,6 +271,7 @@ const phaseNames: [keyof Round, string][] = [
   ['acceptedMs', 'request accepted'],
   ['pickedUpMs', 'agent picked it up'],
   ['convergeStartMs', 'Pulumi preview and up began'],
+  ['previewEndMs', 'Pulumi preview done, up began'],
   ['convergeEndMs', 'Pulumi preview and up done'],
   ['machineProcessMs', 'machine-agent process up'],
   ['registeredMs', 'machine registered'],
@@ -283,6 +322,16 @@ function spans(rounds: Round[]): [string, Summary][] {
       (r) => r.convergeEndMs,
     ),
     span(
+      '  of it, the preview',
+      (r) => r.convergeStartMs,
+      (r) => r.previewEndMs,
+    ),
+    span(
+      '  up began to agent process up',
+      (r) => r.previewEndMs,
+      (r) => r.machineProcessMs,
+    ),
+    span(
       'converge start to agent process up',
       (r) => r.convergeStartMs,
       (r) => r.machineProcessMs,
@@ -325,7 +374,8 @@ export default async function acquireBench(scope: Scope, argv: string[]): Promis
 
   const results: PathResult[] = [];
   for (const name of opts.paths) {
-    results.push(await runPath(dev, scope, name, opts.rounds, idleTimeoutSeconds));
+    const rounds = name === 'first' ? opts.firstRounds : opts.rounds;
+    results.push(await runPath(dev, scope, name, rounds, idleTimeoutSeconds));
   }
 
   // The CLI's own start-up before its request: `slipway build` of the small Dockerfile, hot.
@@ -351,8 +401,11 @@ export default async function acquireBench(scope: Scope, argv: string[]): Promis
       `${r.path} (the control plane called it ${seen}): milestones, ms after the request`,
       summaryRows(phaseNames.filter(([k]) => phases[k]).map(([k, label]) => [label, phases[k]!])),
     );
-    if (r.path !== 'hot')
-      report.section(`${r.path}: where the time goes`, summaryRows(spans(r.rounds)));
+    if (r.path !== 'hot') {
+      const rows = spans(r.rounds);
+      if (r.devStartMs) rows.push(['before it: slipway dev start', summarize(r.devStartMs)]);
+      report.section(`${r.path}: where the time goes`, summaryRows(rows));
+    }
   }
   const cold = results.find((r) => r.path === 'cold');
   const floorFresh = cold?.floorFresh ? summarize(cold.floorFresh) : undefined;
@@ -409,6 +462,7 @@ export default async function acquireBench(scope: Scope, argv: string[]): Promis
           totalMs: total(r),
           phasesMs: phaseSummaries(r.rounds),
           spansMs: Object.fromEntries(spans(r.rounds)),
+          ...(r.devStartMs ? { devStartMs: summarize(r.devStartMs) } : {}),
         },
       ]),
     ),

@@ -9,6 +9,7 @@ interface LogLine {
   time: number;
   msg: string;
   generation?: number;
+  previewMs?: number;
 }
 
 async function readLines(file: string): Promise<LogLine[]> {
@@ -28,6 +29,8 @@ async function readLines(file: string): Promise<LogLine[]> {
 export interface Converge {
   generation: number;
   startedAt: number;
+  /** The preview ended (and the update began). */
+  previewFinishedAt?: number;
   finishedAt: number;
 }
 
@@ -40,7 +43,13 @@ export async function agentConverges(logFile: string): Promise<Converge[]> {
     const end = lines
       .slice(i + 1)
       .find((l) => l.msg === 'converge finished' && l.generation === line.generation);
-    if (end) out.push({ generation: line.generation!, startedAt: line.time, finishedAt: end.time });
+    if (!end) continue;
+    out.push({
+      generation: line.generation!,
+      startedAt: line.time,
+      ...(end.previewMs !== undefined ? { previewFinishedAt: line.time + end.previewMs } : {}),
+      finishedAt: end.time,
+    });
   }
   return out;
 }
