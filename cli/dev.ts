@@ -169,6 +169,9 @@ export async function runDev(opts: DevOptions): Promise<void> {
     ? pino({ level: 'info' })
     : pino({ level: 'info' }, pino.destination({ dest: logFile, mkdir: true, sync: false }));
   const agentDir = path.join(dataDir, 'agent');
+  // esbuild works in its own process: the bundle is made while the control plane starts.
+  const bundling = bundleMachineAgent(dataDir);
+  bundling.catch(() => undefined);
   const cp = await startControlPlane({
     dataDir: path.join(dataDir, 'control-plane'),
     listen: opts.listen,
@@ -192,7 +195,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     await ensureProject(client, opts.project, connection.id);
     await client.close();
 
-    const machineAgentCommand = await bundleMachineAgent(dataDir);
+    const machineAgentCommand = await bundling;
     agentRun = runCloudAgent(
       {
         apiUrl: cp.url,
