@@ -3,6 +3,7 @@
 // never leave this machine; the build data never passes through the control plane.
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -36,6 +37,8 @@ export interface BuildOutcome {
   exitCode: number;
   build: Build | undefined;
   buildMs: number;
+  /** Why it failed, when the CLI knows better than buildctl's exit code (a silent builder). */
+  failure?: string;
 }
 
 interface PlatformKey {
@@ -170,6 +173,39 @@ function runBuildctl(
   });
 }
 
+/**
+ * Whether the builder still accepts connections, asked only after buildctl failed: a machine that
+ * died after the control plane last heard from it is still handed out as ready until it is
+ * declared lost, and buildctl's own words for that ("connection refused" deep in a gRPC error)
+ * do not say what happened. Resolves with the reason when nothing answers.
+ */
+async function builderUnreachable(endpoint: string): Promise<string | undefined> {
+  let host: string;
+  let port: number;
+  try {
+    const url = new URL(endpoint);
+    host = url.hostname.replace(/^\[|\]$/g, '');
+    port = Number(url.port);
+  } catch {
+    return undefined; // not a tcp:// address: nothing to probe
+  }
+  if (!port) return undefined;
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port, timeout: 5000 });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(undefined);
+    });
+    socket.once('timeout', () => {
+      socket.destroy();
+      resolve(`no answer from ${host}:${port} within 5 s`);
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      resolve(`${host}:${port}: ${err.code ?? err.message}`);
+    });
+  });
+}
+
 export async function runBuild(opts: BuildOptions): Promise<BuildOutcome> {
   const { client, spec, reporter } = opts;
   const keys = await makeKeys(spec.platforms);
@@ -199,6 +235,7 @@ export async function runBuild(opts: BuildOptions): Promise<BuildOutcome> {
   let error: string | undefined;
   let buildMs = 0;
   let exitCode = 1;
+  const unreachable: string[] = [];
   try {
     heartbeat = setInterval(() => {
       client
@@ -227,6 +264,16 @@ export async function runBuild(opts: BuildOptions): Promise<BuildOutcome> {
           passthrough,
         );
         buildMs = Math.max(buildMs, Math.round(performance.now() - started));
+        if (code !== 0 && !opts.signal.aborted) {
+          const why = await builderUnreachable(conn.endpoint);
+          if (why) {
+            unreachable.push(
+              `the ${k.platform} builder (machine ${builder.machineId ?? '?'}) does not answer (${why}): ` +
+                `BuildKit or its machine went down. Run the build again: the control plane replaces a ` +
+                `machine that stays silent`,
+            );
+          }
+        }
         return code;
       }),
     );
@@ -237,7 +284,8 @@ export async function runBuild(opts: BuildOptions): Promise<BuildOutcome> {
     } else if (exitCode === 0) {
       result = 'succeeded';
     } else {
-      error = `buildctl exited with code ${exitCode}`;
+      error =
+        unreachable.length > 0 ? unreachable.join('; ') : `buildctl exited with code ${exitCode}`;
     }
   } catch (err) {
     if (opts.signal.aborted) {
@@ -256,7 +304,12 @@ export async function runBuild(opts: BuildOptions): Promise<BuildOutcome> {
   }
   await rm(tlsDir, { recursive: true, force: true });
   const finished = await finish(client, reporter, build.id, result, error, buildMs);
-  return { exitCode, build: finished, buildMs };
+  return {
+    exitCode,
+    build: finished,
+    buildMs,
+    ...(unreachable.length > 0 ? { failure: unreachable.join('; ') } : {}),
+  };
 }
 
 /**

@@ -181,7 +181,9 @@ export function buildProgram(io: CliIo): Command {
           }
           if (outcome.exitCode === 130) io.stderr.write('build canceled\n');
           else if (outcome.exitCode !== 0)
-            io.stderr.write(`build failed (exit code ${outcome.exitCode})\n`);
+            io.stderr.write(
+              `build failed (exit code ${outcome.exitCode})${outcome.failure ? `: ${outcome.failure}` : ''}\n`,
+            );
           io.setExitCode(outcome.exitCode);
         } finally {
           await client.close();

@@ -4,7 +4,14 @@
 import test from 'ava';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { startTestControlPlane, type TestControlPlane } from './helpers/control-plane';
+import { freePort } from '../common/net';
+import { waitFor } from '../common/wait';
+import {
+  localProject,
+  ScriptedMachine,
+  startTestControlPlane,
+  type TestControlPlane,
+} from './helpers/control-plane';
 import { runCli } from './helpers/cli';
 import { tempDir } from './helpers/tmp';
 
@@ -120,4 +127,48 @@ test('a builder that never becomes ready fails at the acquire deadline with the 
     error: string;
   }[];
   t.is(builds[0]?.status, 'failed');
+});
+
+test('a builder that died after it was handed out fails the build at once, saying the builder does not answer', async (t) => {
+  const tcp = await startTestControlPlane(t);
+  const env = await cliEnv(t, tcp);
+  const { agent } = await localProject(tcp, {}, { connection: 'local', project: 'web' });
+  await agent.sync();
+  // The machine registers and reports BuildKit ready at an address where nothing listens any more:
+  // a machine that died after its last report, which the control plane still counts as ready.
+  const building = runCli(['build', context, '--project', 'web', '--progress', 'plain'], {
+    env,
+    timeoutMs: 120_000,
+  });
+  await waitFor(async () => (await agent.sync()).lease === 'held' && agent.fleet!.machines[0], {
+    timeoutMs: 30_000,
+    what: 'the build request to reach the fleet',
+  });
+  const port = await freePort();
+  const machine = new ScriptedMachine(
+    tcp,
+    agent.fleet!.machines[0]!.id,
+    agent.fleet!.machines[0]!.registrationToken!,
+    '127.0.0.1',
+    port,
+  );
+  await machine.register();
+  await agent.applyFleet();
+  await machine.task();
+  await machine.report('ready');
+
+  const res = await building;
+  t.is(res.code, 1, res.stderr);
+  t.regex(
+    res.stderr,
+    new RegExp(
+      `build failed \\(exit code 1\\): the linux/amd64 builder \\(machine ${machine.machineId}\\) does not answer \\(127\\.0\\.0\\.1:${port}: ECONNREFUSED\\): BuildKit or its machine went down\\. Run the build again`,
+    ),
+  );
+  const builds = JSON.parse((await runCli(['builds', '--json'], { env })).stdout) as {
+    status: string;
+    error: string;
+  }[];
+  t.is(builds[0]?.status, 'failed');
+  t.regex(builds[0]!.error, /does not answer/, 'the control plane keeps the reason');
 });
