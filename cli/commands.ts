@@ -7,6 +7,7 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { ApiClient, ApiError } from '../common/api';
 import { awsConnectionConfigSchema, type AwsConnectionConfig } from '../common/protocol';
+import { version } from '../package.json';
 import { runBuild } from './build';
 import { parseBuildFlags, type BuildFlags } from './build-spec';
 import {
@@ -77,6 +78,7 @@ function printJson(io: CliIo, value: unknown): void {
 export function buildProgram(io: CliIo): Command {
   const program = new Command('slipway')
     .description('Container builds on cache-warm BuildKit builders in your own cloud account')
+    .version(version, '-V, --version', 'print the version of slipway')
     .option('--api-url <url>', 'control plane URL (env SLIPWAY_API_URL)')
     .option('--token <token>', 'user token (env SLIPWAY_TOKEN; prefer `slipway login`)')
     .showHelpAfterError()

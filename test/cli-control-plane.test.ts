@@ -5,6 +5,7 @@ import test from 'ava';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { freePort } from '../common/net';
+import { version as packageVersion } from '../package.json';
 import { waitFor } from '../common/wait';
 import {
   localProject,
@@ -56,6 +57,10 @@ test('connections and projects are created and listed for people and for scripts
   const dup = await runCli(['projects', 'create', 'web', '--connection', 'laptop'], { env });
   t.is(dup.code, 1);
   t.regex(dup.stderr, /creating the project: .*web/);
+
+  const version = await runCli(['--version'], { env });
+  t.is(version.code, 0, version.stderr);
+  t.is(version.stdout.trim(), packageVersion, 'slipway --version prints the release');
 });
 
 test('login checks the token and keeps it in a 0600 config file', async (t) => {
