@@ -429,14 +429,22 @@ export default async function acquireBench(scope: Scope, argv: string[]): Promis
 
   const total = (r: PathResult) => summarize(r.rounds.map((x) => x.answeredMs));
   const hot = results.find((r) => r.path === 'hot');
-  const pickups = results
-    .flatMap((r) => r.rounds.map((x) => x.pickedUpMs))
-    .filter((v): v is number => v !== undefined);
+  // The goal is about an agent that is running and waiting: the first build on a fresh dev is
+  // picked up by an agent that is still starting, so it is reported on its own.
+  const pickupsOf = (r: PathResult) =>
+    r.rounds.map((x) => x.pickedUpMs).filter((v): v is number => v !== undefined);
+  const pickups = results.filter((r) => r.path !== 'first').flatMap(pickupsOf);
+  const pickupP95Ms = Object.fromEntries(
+    results
+      .filter((r) => pickupsOf(r).length > 0)
+      .map((r) => [r.path, Math.round(summarize(pickupsOf(r)).p95)]),
+  );
   const coldConverge =
     cold && summarize(cold.rounds.map((r) => r.convergeEndMs! - r.convergeStartMs!));
   const goals: Record<string, unknown> = {};
   if (hot) goals.hotP95UnderMs100 = total(hot).p95 < 100;
   if (pickups.length) goals.pickupP95UnderMs50 = summarize(pickups).p95 < 50;
+  goals.pickupP95Ms = pickupP95Ms;
   if (cold && floorFresh && coldConverge) {
     // Within 2x the floor plus one Pulumi run of preview and up (the converge as the agent runs it).
     const budget = 2 * floorFresh.p50 + coldConverge.p50;
