@@ -1,15 +1,12 @@
 // The cloud-agent binary: read and check the configuration, wire the logger and signals, run the
 // agent until SIGTERM. Bundled to dist/cloud-agent.cjs for the agent's container image.
-import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { cloudAgentEnv, type CloudAgentConfig } from '../common/protocol';
+import { daemonConfig, exitFatal, runMain, stopOnSignals } from '../common/daemon';
+import { cloudAgentEnv } from '../common/protocol';
 import { agentVersion, runCloudAgent } from './agent';
 import { AgentConfigError, loadAgentConfig, redactAgentConfig } from './config';
 import { AgentFatalError } from './syncer';
 import { AgentStateError } from './state';
-
-/** sysexits' EX_CONFIG: the configuration or credentials are wrong; a restart will not help. */
-const exitFatal = 78;
 
 const help = `slipway cloud-agent ${agentVersion}
 
@@ -35,35 +32,16 @@ Exit status: 0 after SIGTERM, ${exitFatal} when the configuration or token is un
 `;
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      config: { type: 'string' },
-      'check-config': { type: 'boolean' },
-      help: { type: 'boolean' },
-      version: { type: 'boolean' },
-    },
-    strict: true,
+  const step = await daemonConfig({
+    argv: process.argv.slice(2),
+    help,
+    version: agentVersion,
+    load: (file) => loadAgentConfig(process.env, file),
+    isConfigError: (err) => err instanceof AgentConfigError,
+    redact: redactAgentConfig,
   });
-  if (values.help) {
-    process.stdout.write(help);
-    return 0;
-  }
-  if (values.version) {
-    process.stdout.write(`${agentVersion}\n`);
-    return 0;
-  }
-  let config: CloudAgentConfig;
-  try {
-    config = await loadAgentConfig(process.env, values.config);
-  } catch (err) {
-    if (!(err instanceof AgentConfigError)) throw err;
-    process.stderr.write(`error (${err.code}): ${err.message}\n`);
-    return exitFatal;
-  }
-  if (values['check-config']) {
-    process.stdout.write(JSON.stringify(redactAgentConfig(config), null, 2) + '\n');
-    return 0;
-  }
+  if ('exit' in step) return step.exit;
+  const { config } = step;
   // The engine and the machines this agent starts inherit its environment: the token stays here.
   delete process.env[cloudAgentEnv.connectionToken];
   delete process.env[cloudAgentEnv.statePassphrase];
@@ -73,15 +51,9 @@ async function main(): Promise<number> {
     level: config.logLevel,
     redact: ['connectionToken', '*.connectionToken', 'registrationToken', '*.registrationToken'],
   });
-  const stop = new AbortController();
-  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(sig, () => {
-      logger.info({ signal: sig }, 'signal received; stopping');
-      stop.abort(new Error(`received ${sig}`));
-    });
-  }
+  const signal = stopOnSignals(logger, 'signal received; stopping');
   try {
-    await runCloudAgent(config, { signal: stop.signal, logger });
+    await runCloudAgent(config, { signal, logger });
     return 0;
   } catch (err) {
     const fatal = err instanceof AgentFatalError || err instanceof AgentStateError;
@@ -96,12 +68,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+runMain(main);

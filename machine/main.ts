@@ -1,14 +1,11 @@
 // The machine-agent binary: read and check the configuration, wire the logger and signals, run
 // the agent until SIGTERM or a shutdown task. Bundled to dist/machine-agent.cjs for machines.
-import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { machineAgentEnv, type MachineAgentConfig } from '../common/protocol';
+import { daemonConfig, exitFatal, runMain, stopOnSignals } from '../common/daemon';
+import { machineAgentEnv } from '../common/protocol';
 import { agentVersion, runMachineAgent } from './agent';
 import { configFromEnv, configFromFile, redactConfig } from './config';
 import { MachineAgentError, errorMessage } from './errors';
-
-/** sysexits' EX_CONFIG: systemd's RestartPreventExitStatus keeps it from restarting in vain. */
-const exitFatal = 78;
 
 const help = `slipway machine-agent ${agentVersion}
 
@@ -35,36 +32,16 @@ identity is unusable (restarting will not help), 1 otherwise.
 `;
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({
-    options: {
-      config: { type: 'string' },
-      'check-config': { type: 'boolean' },
-      help: { type: 'boolean' },
-      version: { type: 'boolean' },
-    },
-    strict: true,
+  const step = await daemonConfig({
+    argv: process.argv.slice(2),
+    help,
+    version: agentVersion,
+    load: (file) => (file ? configFromFile(file) : configFromEnv(process.env)),
+    isConfigError: (err) => err instanceof MachineAgentError,
+    redact: redactConfig,
   });
-  if (values.help) {
-    process.stdout.write(help);
-    return 0;
-  }
-  if (values.version) {
-    process.stdout.write(`${agentVersion}\n`);
-    return 0;
-  }
-
-  let config: MachineAgentConfig;
-  try {
-    config = values.config ? await configFromFile(values.config) : configFromEnv(process.env);
-  } catch (err) {
-    if (!(err instanceof MachineAgentError)) throw err;
-    process.stderr.write(`error (${err.code}): ${err.message}\n`);
-    return exitFatal;
-  }
-  if (values['check-config']) {
-    process.stdout.write(JSON.stringify(redactConfig(config), null, 2) + '\n');
-    return 0;
-  }
+  if ('exit' in step) return step.exit;
+  const { config } = step;
 
   const logger = pino({
     name: 'slipway-machine-agent',
@@ -72,19 +49,13 @@ async function main(): Promise<number> {
     base: { machineId: config.machineId, pid: process.pid },
     redact: ['registrationToken', 'machineToken', '*.registrationToken', '*.machineToken'],
   });
-  const stop = new AbortController();
-  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(sig, () => {
-      logger.info({ signal: sig }, 'signal received; shutting down');
-      stop.abort(`received ${sig}`);
-    });
-  }
+  const signal = stopOnSignals(logger, 'signal received; shutting down');
   // Started detached by the local provider, it must outlive the terminal or parent it came from.
   process.on('SIGHUP', () => logger.info('ignoring SIGHUP'));
 
   logger.info({ version: agentVersion, provider: config.provider }, 'machine-agent starting');
   try {
-    const exit = await runMachineAgent(config, { signal: stop.signal, logger });
+    const exit = await runMachineAgent(config, { signal, logger });
     logger.info({ reason: exit.reason }, 'machine-agent stopped');
     return 0;
   } catch (err) {
@@ -94,12 +65,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`error: ${errorMessage(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+runMain(main);
