@@ -7,7 +7,10 @@ export class DeadlineError extends Error {
 
 export interface WaitOptions {
   timeoutMs: number;
+  /** First pause between checks (25 ms); it doubles after each check up to `maxIntervalMs`. */
   intervalMs?: number;
+  /** Longest pause (500 ms); equal to `intervalMs` for a window that must not be missed. */
+  maxIntervalMs?: number;
   /** What is being waited for, for the error message. */
   what: string;
   signal?: AbortSignal;
@@ -40,6 +43,6 @@ export async function waitFor<T>(
       );
     }
     await delay(Math.min(interval, left), undefined, { signal: opts.signal });
-    interval = Math.min(interval * 2, 500);
+    interval = Math.min(interval * 2, opts.maxIntervalMs ?? 500);
   }
 }

@@ -6,7 +6,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { stackLayout } from '../automation/layout';
 import { observeLocal } from '../automation/local/observe';
 import { processesUnder } from '../automation/local/processes';
@@ -48,12 +47,16 @@ async function crashMidUpdate(t: ExecutionContext, killGroup: boolean) {
     existsSync(locks)
       ? readdirSync(locks, { recursive: true, withFileTypes: true }).filter((e) => e.isFile())
       : [];
-  // The window lasts a second or so: watch it closely (waitFor backs off to 500 ms).
-  const deadline = performance.now() + 120_000;
-  while (!(existsSync(machinesDir) && readdirSync(machinesDir).length > 0 && lockFiles().length)) {
-    if (performance.now() > deadline) throw new Error('the update never started creating machines');
-    await delay(5);
-  }
+  // The window lasts a second or so: watch it closely.
+  await waitFor(
+    () => existsSync(machinesDir) && readdirSync(machinesDir).length > 0 && lockFiles().length > 0,
+    {
+      timeoutMs: 120_000,
+      intervalMs: 5,
+      maxIntervalMs: 5,
+      what: 'the update to start creating machines',
+    },
+  );
   process.kill(killGroup ? -killed.child.pid! : killed.child.pid!, 'SIGKILL');
   t.is((await killed.exited).signal, 'SIGKILL');
 

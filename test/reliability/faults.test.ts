@@ -10,7 +10,6 @@ import { copyFile, cp as copyDir, mkdir, readFile, writeFile } from 'node:fs/pro
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
 import { stackLayout, machineDir, machinesDir } from '../../automation/layout';
 import { machineLogFile } from '../../automation/local/provider-impl';
 import { processesUnder } from '../../automation/local/processes';
@@ -296,16 +295,19 @@ test.serial(
     const gamma1 = s.build('gamma', 'gamma1');
     await newestBuild(s, 'gamma', seen);
     const locks = path.join(stackLayout(s.dataDir, s.connectionId).backendDir, '.pulumi', 'locks');
-    const deadline = performance.now() + 180_000;
     // The window lasts a second or so: watch it closely.
-    while (!(
-      readdirSync(machinesDir(s.dataDir)).some((id) => !machinesBefore.has(id)) &&
-      existsSync(locks) &&
-      readdirSync(locks, { recursive: true, withFileTypes: true }).some((e) => e.isFile())
-    )) {
-      if (performance.now() > deadline) throw new Error('the update never started the machine');
-      await delay(5);
-    }
+    await waitFor(
+      () =>
+        readdirSync(machinesDir(s.dataDir)).some((id) => !machinesBefore.has(id)) &&
+        existsSync(locks) &&
+        readdirSync(locks, { recursive: true, withFileTypes: true }).some((e) => e.isFile()),
+      {
+        timeoutMs: 180_000,
+        intervalMs: 5,
+        maxIntervalMs: 5,
+        what: 'the update to start the machine',
+      },
+    );
     await killAgent(s.agent());
     s.startAgent();
     const r3 = await gamma1;
