@@ -221,7 +221,8 @@ test.serial(
       async () =>
         (await s.cp.user.call('getBuild', { params: { buildId: bCp.id } })).builders[0]!.phases
           .answeredAt,
-      { timeoutMs: 120_000, intervalMs: 50, what: 'the CLI to get its builder' },
+      // The build takes a second or less from there: the kill must come before its report.
+      { timeoutMs: 120_000, intervalMs: 10, maxIntervalMs: 10, what: 'the CLI to get its builder' },
     );
     await s.cp.kill();
     // While it is down its port refuses every request, and shows when the CLI tried to report.

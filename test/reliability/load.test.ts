@@ -181,7 +181,8 @@ test.serial(
       () =>
         existsSync(locks) &&
         readdirSync(locks, { recursive: true, withFileTypes: true }).some((e) => e.isFile()),
-      { timeoutMs: 180_000, intervalMs: 20, what: 'the first update to start' },
+      // The update holds the lock for well under a second: watch it closely.
+      { timeoutMs: 180_000, intervalMs: 5, maxIntervalMs: 5, what: 'the first update to start' },
     );
     const rest = await Promise.all(names.slice(1).map(request));
     for (const b of [first, ...rest]) {
