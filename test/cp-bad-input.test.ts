@@ -11,23 +11,11 @@ import {
   startTestControlPlane,
   type TestControlPlane,
 } from './helpers/control-plane';
-
-const tables = [
-  'organizations',
-  'tokens',
-  'connections',
-  'projects',
-  'volumes',
-  'machines',
-  'builds',
-  'builder_requests',
-  'audit_records',
-  'capacity_failures',
-];
+import { dataTables } from './helpers/cp-process';
 
 /** Everything the database holds, to compare before and after a refused request. */
 async function snapshot(db: Db): Promise<string> {
-  const parts = await Promise.all(tables.map((table) => db(table).select()));
+  const parts = await Promise.all(dataTables.map((table) => db(table).select()));
   return JSON.stringify(parts);
 }
 

@@ -7,6 +7,7 @@ import pino from 'pino';
 import { ApiClient } from '../../common/api';
 import * as pki from '../../common/pki';
 import type {
+  Build,
   DesiredFleet,
   Observation,
   Platform,
@@ -302,6 +303,34 @@ export async function registeredMachine(
     agent,
     build,
     machine,
+  };
+}
+
+/**
+ * A local connection with one project per name and one pending build in each, synced by a
+ * scripted agent: each build comes with its CLI key and the machine the fleet made for it.
+ */
+export async function pendingBuildsOnNewMachines(tcp: ApiClients, names: string[]) {
+  const created = await tcp.user.call('createConnection', {
+    body: { name: 'local', provider: 'local', settings: { platforms: ['linux/amd64'] } },
+  });
+  const agent = new ScriptedAgent(tcp.client(created.token));
+  const builds: { build: Build; keys: pki.KeyPair }[] = [];
+  for (const name of names) {
+    await tcp.user.call('createProject', { body: { name, connection: created.connection.id } });
+    const { keys, csr } = await buildCsr();
+    const build = await tcp.user.call('createBuild', {
+      body: { project: name, platforms: [{ platform: 'linux/amd64', csr }] },
+    });
+    builds.push({ build, keys });
+  }
+  await agent.sync();
+  return {
+    agent,
+    builds: builds.map((b) => ({
+      ...b,
+      machine: agent.fleet!.machines.find((m) => m.id === b.build.builders[0]!.machineId)!,
+    })),
   };
 }
 

@@ -154,7 +154,8 @@ export function integrityCheck(dataDir: string): Promise<string> {
   });
 }
 
-const tables = [
+/** The tables that hold what clients wrote (migrations' own bookkeeping left out). */
+export const dataTables = [
   'organizations',
   'tokens',
   'connections',
@@ -192,8 +193,8 @@ export function databaseSnapshot(dataDir: string): Promise<string> {
       (err) => {
         if (err) return reject(err);
         const out: Record<string, unknown[]> = {};
-        let left = tables.length;
-        for (const table of tables) {
+        let left = dataTables.length;
+        for (const table of dataTables) {
           db.all(
             `SELECT * FROM ${table} ORDER BY rowid`,
             (queryErr, rows: Record<string, unknown>[]) => {
@@ -209,7 +210,7 @@ export function databaseSnapshot(dataDir: string): Promise<string> {
               if (--left === 0) {
                 db.close();
                 // In the tables' order, whichever query finished first.
-                resolve(JSON.stringify(tables.map((name) => [name, out[name]])));
+                resolve(JSON.stringify(dataTables.map((name) => [name, out[name]])));
               }
             },
           );

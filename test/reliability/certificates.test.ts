@@ -8,9 +8,13 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as pki from '../../common/pki';
 import { freePort } from '../../common/net';
-import { builderServerName, type Build } from '../../common/protocol';
+import { builderServerName } from '../../common/protocol';
 import { signClientCertificate } from '../../control-plane/ca';
-import { buildCsr, ScriptedAgent, startTestControlPlane } from '../helpers/control-plane';
+import {
+  buildCsr,
+  pendingBuildsOnNewMachines,
+  startTestControlPlane,
+} from '../helpers/control-plane';
 import { ledger } from '../helpers/ledger';
 import {
   agentEnv,
@@ -28,23 +32,9 @@ test('a real buildkitd accepts only its own build certificate, and the CLI only 
   const book = ledger(t);
   const tcp = await startTestControlPlane(t);
   const work = await tempDir(t, 'cert-matrix');
-  const created = await tcp.user.call('createConnection', {
-    body: { name: 'local', provider: 'local', settings: { platforms: ['linux/amd64'] } },
-  });
-  const agent = new ScriptedAgent(tcp.client(created.token));
-  const builds: { build: Build; keys: pki.KeyPair }[] = [];
-  for (const name of ['mine', 'theirs']) {
-    await tcp.user.call('createProject', { body: { name, connection: created.connection.id } });
-    const { keys, csr } = await buildCsr();
-    const build = await tcp.user.call('createBuild', {
-      body: { project: name, platforms: [{ platform: 'linux/amd64', csr }] },
-    });
-    builds.push({ build, keys });
-  }
-  await agent.sync();
+  const { agent, builds } = await pendingBuildsOnNewMachines(tcp, ['mine', 'theirs']);
   const machines: { id: string; settings: AgentSettings }[] = [];
-  for (const b of builds) {
-    const m = agent.fleet!.machines.find((x) => x.id === b.build.builders[0]!.machineId)!;
+  for (const { machine: m } of builds) {
     const settings = {
       apiUrl: tcp.url,
       machineId: m.id,

@@ -9,7 +9,11 @@ import path from 'node:path';
 import { ApiError } from '../../common/api';
 import { freePort } from '../../common/net';
 import { waitFor } from '../../common/wait';
-import { buildCsr, startTestControlPlane, ScriptedAgent } from '../helpers/control-plane';
+import {
+  buildCsr,
+  pendingBuildsOnNewMachines,
+  startTestControlPlane,
+} from '../helpers/control-plane';
 import { startFaultProxy } from '../helpers/fault-proxy';
 import { ledger } from '../helpers/ledger';
 import {
@@ -26,23 +30,8 @@ test('a machine-agent that lost the answer to its registration registers again; 
   const book = ledger(t);
   const tcp = await startTestControlPlane(t);
   const work = await tempDir(t, 'registration');
-  const created = await tcp.user.call('createConnection', {
-    body: { name: 'local', provider: 'local', settings: { platforms: ['linux/amd64'] } },
-  });
-  const agent = new ScriptedAgent(tcp.client(created.token));
-  const builds = [];
-  for (const name of ['killed', 'cut']) {
-    await tcp.user.call('createProject', { body: { name, connection: created.connection.id } });
-    const { keys, csr } = await buildCsr();
-    const build = await tcp.user.call('createBuild', {
-      body: { project: name, platforms: [{ platform: 'linux/amd64', csr }] },
-    });
-    builds.push({ build, keys });
-  }
-  await agent.sync();
-  const [killedMachine, cutMachine] = builds.map((b) =>
-    agent.fleet!.machines.find((m) => m.id === b.build.builders[0]!.machineId)!,
-  );
+  const { agent, builds } = await pendingBuildsOnNewMachines(tcp, ['killed', 'cut']);
+  const [killedMachine, cutMachine] = builds.map((b) => b.machine);
 
   // Fault 1: SIGKILL once the control plane accepted the registration, before the answer.
   let victim: ChildAgent | undefined;
