@@ -95,9 +95,6 @@ export interface ParsedCsr {
   otherExtensions: string[];
 }
 
-/** The OID of the subject alternative name extension. */
-const sanOid = '2.5.29.17';
-
 const maxCsrPemLength = 8192;
 
 /** Parses and verifies a PEM CSR: one block, ECDSA P-256, a valid self-signature. */
@@ -136,7 +133,7 @@ export async function parseCsr(pem: string): Promise<ParsedCsr> {
     otherNames: names
       .filter((n) => n.type !== 'dns' && n.type !== 'ip')
       .map((n) => `${n.type}:${n.value}`),
-    otherExtensions: csr.extensions.map((e) => e.type).filter((oid) => oid !== sanOid),
+    otherExtensions: csr.extensions.filter((e) => e !== san).map((e) => e.type),
   };
 }
 

@@ -45,6 +45,12 @@ export const tokenPrefixes = {
 export type TokenKind = keyof typeof tokenPrefixes;
 export const tokenPattern = /^sw[ucmr]_[A-Za-z0-9_-]{43}$/;
 
+export const logLevels = ['trace', 'debug', 'info', 'warn', 'error'] as const;
+/** SLIPWAY_LOG_LEVEL of every Slipway process; info by default. */
+export const logLevelSchema = z
+  .enum(logLevels, { message: `must be one of ${logLevels.join(', ')}` })
+  .default('info');
+
 export const platforms = ['linux/amd64', 'linux/arm64'] as const;
 export const platformSchema = z.enum(platforms, {
   message: `must be one of ${platforms.join(', ')}`,
@@ -719,7 +725,8 @@ export const cloudAgentConfigSchema = z
     apiUrl: z.string().url(),
     connectionToken: z
       .string()
-      .regex(/^swc_[A-Za-z0-9_-]{43}$/, { message: 'must be a connection token (swc_...)' }),
+      .regex(tokenPattern, { message: 'must be a connection token (swc_...)' })
+      .startsWith(tokenPrefixes.connection, { message: 'must be a connection token (swc_...)' }),
     /** Stacks, the agent's identity and reports; for the local provider, machines and volumes. */
     dataDir: z.string().min(1),
     /** PEM bundle to trust for the control plane's HTTPS, if not a public CA. */
@@ -742,7 +749,7 @@ export const cloudAgentConfigSchema = z
     machineAgentCommand: z.array(z.string().min(1)).min(1).optional(),
     /** AWS: an EC2 endpoint other than AWS's own (an emulator). */
     ec2Endpoint: z.string().url().optional(),
-    logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info'),
+    logLevel: logLevelSchema,
   })
   .strict();
 export type CloudAgentConfig = z.infer<typeof cloudAgentConfigSchema>;

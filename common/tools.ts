@@ -40,16 +40,18 @@ export function pulumiNodeSdkDir(): string {
  * Our launcher of the dynamic-provider plugin (pulumi-plugin/), ahead of the SDK's on the
  * engine's PATH: it starts in about half the time. Absent where this file is bundled.
  */
-const pluginLauncherDir = path.join(__dirname, 'pulumi-plugin');
+const launcherDir = path.join(__dirname, 'pulumi-plugin');
+/** Our launcher's folder when it is there (it is fixed for an installation: checked once). */
+const pluginLauncherDir = existsSync(path.join(launcherDir, 'pulumi-resource-pulumi-nodejs'))
+  ? launcherDir
+  : undefined;
 
 /**
  * Where the engine should take `pulumi-resource-pulumi-nodejs` from: our launcher when this file
  * runs from source, else the SDK's own.
  */
 export function dynamicProviderPluginDir(): string {
-  return existsSync(path.join(pluginLauncherDir, 'pulumi-resource-pulumi-nodejs'))
-    ? pluginLauncherDir
-    : pulumiNodeSdkDir();
+  return pluginLauncherDir ?? pulumiNodeSdkDir();
 }
 
 /**
@@ -62,10 +64,9 @@ export function engineEnv(base: NodeJS.ProcessEnv = process.env): Record<string,
   const nodeModules = path.resolve(sdkDir, '..', '..');
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;
-  const launcher = existsSync(path.join(pluginLauncherDir, 'pulumi-resource-pulumi-nodejs'));
   env.PATH = [
     toolsBinDir(base),
-    launcher ? pluginLauncherDir : '',
+    pluginLauncherDir ?? '',
     sdkDir,
     path.dirname(process.execPath),
     base.PATH ?? '',

@@ -9,7 +9,7 @@ import getRawBody from 'raw-body';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { routes, type PathParams, type RouteDef, type RouteName, type Routes } from '../common/api';
-import { idSchema, type ErrorCode, type IdKind } from '../common/protocol';
+import { idSchema, tokenPattern, type ErrorCode, type IdKind } from '../common/protocol';
 import type { Db } from './db';
 import { hashToken, sameSecret, tokenKindOf } from './tokens';
 import type { Metrics } from './metrics';
@@ -25,7 +25,8 @@ export class HttpError extends Error {
   }
 }
 
-const tokenLike = /sw[ucmr]_[A-Za-z0-9_-]{43}/g;
+/** A token anywhere in a text: tokenPattern without its anchors. */
+const tokenLike = new RegExp(tokenPattern.source.replace(/^\^|\$$/g, ''), 'g');
 const privateKeyBlock =
   /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/g;
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
-import { nameSchema } from '../common/protocol';
+import { logLevelSchema, nameSchema } from '../common/protocol';
 import { bootstrapOrganization, OrganizationExistsError } from './bootstrap';
 import { startControlPlane } from './server';
 
@@ -38,13 +38,15 @@ function parseName(value: string): string {
   return value;
 }
 
-const logLevels = ['trace', 'debug', 'info', 'warn', 'error'];
-
 /** SLIPWAY_LOG_LEVEL, as the agents read it; info by default. */
 function logLevel(value: string | undefined): string {
-  if (!value) return 'info';
-  if (logLevels.includes(value)) return value;
-  throw new InvalidArgumentError(`SLIPWAY_LOG_LEVEL ${value}: use one of ${logLevels.join(', ')}`);
+  const parsed = logLevelSchema.safeParse(value || undefined);
+  if (!parsed.success) {
+    throw new InvalidArgumentError(
+      `SLIPWAY_LOG_LEVEL ${value}: ${parsed.error.issues[0]!.message}`,
+    );
+  }
+  return parsed.data;
 }
 
 /** `argv` are the arguments after the command name (`slipway server ...`). */
