@@ -37,6 +37,9 @@ function retryDelayMs(failures: number): number {
   return Math.min(2000 * 2 ** Math.max(0, failures - 1), 300_000);
 }
 
+/** The longest timer Node keeps (about 24.8 days): an endless sleep is one of these. */
+const maxTimerMs = 2 ** 31 - 1;
+
 const emptyObservation = (): Observation => ({
   observedAt: new Date().toISOString(),
   machines: [],
@@ -232,13 +235,12 @@ export class FleetReconciler {
           driftEveryMs > 0 ? this.lastDriftCheck + driftEveryMs : Infinity,
         ];
         const sleepMs = Math.max(0, Math.min(...until) - now);
-        const woken = new Promise<void>((resolve) => (this.wake = resolve));
-        await Promise.race([
-          woken,
-          Number.isFinite(sleepMs)
-            ? delay(sleepMs, undefined, { signal }).catch(() => undefined)
-            : new Promise<void>((r) => signal.addEventListener('abort', () => r(), { once: true })),
-        ]);
+        // One controller per sleep, so nothing (listener, timer) outlives an early wake-up.
+        const woke = new AbortController();
+        this.wake = () => woke.abort();
+        await delay(Math.min(sleepMs, maxTimerMs), undefined, {
+          signal: AbortSignal.any([signal, woke.signal]),
+        }).catch(() => undefined);
       }
     } finally {
       signal.removeEventListener('abort', onAbort);

@@ -111,6 +111,7 @@ export class AgentStateStore {
 
   /** Drops what a sync delivered (the control plane ignores a report it already has). */
   delivered(sent: { applies: ApplyReport[]; drift: DriftReport | null }): Promise<void> {
+    if (sent.applies.length === 0 && !sent.drift) return Promise.resolve(); // nothing to drop
     const outbox = this.state.outbox;
     outbox.applies = outbox.applies.filter((a) => !sent.applies.includes(a));
     if (sent.drift && outbox.drift === sent.drift) outbox.drift = null;
