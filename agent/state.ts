@@ -3,8 +3,9 @@
 // delivered (an outbox), so a crash loses no audit record. Written atomically, mode 0600.
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomic } from '../common/fs';
 import { z } from 'zod';
 import { applyReportSchema, driftReportSchema, providerSchema } from '../common/protocol';
 
@@ -121,11 +122,7 @@ export class AgentStateStore {
   /** Writes are queued so that the file always holds the latest state, whole. */
   private save(): Promise<void> {
     const text = JSON.stringify(this.state, null, 2);
-    const write = async () => {
-      const tmp = `${this.file}.tmp`;
-      await writeFile(tmp, text, { mode: 0o600 });
-      await rename(tmp, this.file);
-    };
+    const write = () => writeFileAtomic(this.file, text);
     this.writing = this.writing.then(write, write);
     return this.writing;
   }

@@ -6,6 +6,7 @@ import { homedir } from 'node:os';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { ApiClient, ApiError } from '../common/api';
+import { parseHostPort } from '../common/net';
 import { awsConnectionConfigSchema, type AwsConnectionConfig } from '../common/protocol';
 import { version } from '../package.json';
 import { runBuild } from './build';
@@ -227,8 +228,8 @@ export function buildProgram(io: CliIo): Command {
     )
     .option('--verbose', 'log to the terminal instead of DATA_DIR/dev.log')
     .action(async (flags: DevFlags) => {
-      const listen = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(flags.listen);
-      if (!listen || Number(listen[3]) > 65_535) {
+      const listen = parseHostPort(flags.listen);
+      if (!listen) {
         throw new CliError(
           'bad_flag',
           `--listen ${flags.listen}: use host:port, e.g. 127.0.0.1:8420`,
@@ -246,7 +247,7 @@ export function buildProgram(io: CliIo): Command {
       const dev = require('./dev') as typeof import('./dev');
       await dev.runDev({
         dataDir: flags.dataDir,
-        listen: { host: (listen[1] ?? listen[2])!, port: Number(listen[3]) },
+        listen,
         organization: flags.organization,
         connection: flags.connection,
         project: flags.project,

@@ -2,9 +2,10 @@
 // then a slipway.json found by walking up from the build context, then the user config file
 // written by `slipway login`. Each value is resolved on its own and remembers its source.
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
+import { writeFileAtomic } from '../common/fs';
 import { z } from 'zod';
 import { nameSchema, tokenPattern } from '../common/protocol';
 import { CliError } from './errors';
@@ -109,12 +110,7 @@ export async function writeUserConfig(
 ): Promise<string> {
   const file = userConfigPath(env);
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(userConfigSchema.parse(config), null, 2) + '\n', {
-    mode: 0o600,
-  });
-  await chmod(tmp, 0o600);
-  await rename(tmp, file);
+  await writeFileAtomic(file, JSON.stringify(userConfigSchema.parse(config), null, 2) + '\n');
   return file;
 }
 

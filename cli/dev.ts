@@ -3,8 +3,9 @@
 // the cloud-agent of that connection in the same process; builders are local machine-agent
 // processes converged by the same Pulumi code as on AWS. Safe to run again on the same directory.
 import { closeSync, existsSync, openSync, writeSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomic } from '../common/fs';
 import pino from 'pino';
 import { ApiClient, ApiError } from '../common/api';
 import { tokenPattern, type Connection } from '../common/protocol';
@@ -12,7 +13,7 @@ import { ensureDevOrganization } from '../control-plane/bootstrap';
 import { startControlPlane } from '../control-plane/server';
 import { runCloudAgent } from '../agent/agent';
 import { machinesDir } from '../automation/layout';
-import { terminateProcessesUnder } from '../automation/local/processes';
+import { isAlive, terminateProcessesUnder } from '../automation/local/processes';
 import { hostPlatform } from './build-spec';
 import { CliError } from './errors';
 
@@ -56,18 +57,9 @@ async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
   throw new CliError('dev_running', `could not take ${file}`);
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 async function writePrivate(file: string, content: string): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  await writeFile(file, content, { mode: 0o600 });
+  await writeFileAtomic(file, content); // read by scripts as soon as it exists
 }
 
 /** The local connection, created on first use; its agent token kept 0600 beside the agent. */

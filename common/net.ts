@@ -16,3 +16,11 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
     });
   });
 }
+
+/** `host:port` or `[ipv6]:port`, as `--listen` takes it; undefined when it is neither. */
+export function parseHostPort(value: string): { host: string; port: number } | undefined {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65_535) return undefined;
+  return { host: (match[1] ?? match[2])!, port };
+}

@@ -2,8 +2,9 @@
 // returns the token once (the server command prints it); `ensureDevOrganization` is the
 // idempotent form for `slipway dev`: it keeps the dev token in a 0600 file in the data directory
 // so a rerun on the same data directory answers with the same working token.
-import { readFile, writeFile, rename } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomic } from '../common/fs';
 import type { Organization } from '../common/protocol';
 import { tokenPattern } from '../common/protocol';
 import type { Db } from './db';
@@ -61,7 +62,7 @@ export async function ensureDevOrganization(opts: {
   const existing = await db('organizations').where({ name }).first();
   if (!existing) {
     const made = await bootstrapOrganization(db, name);
-    await writePrivate(file, made.token);
+    await writeFileAtomic(file, made.token + '\n');
     return { ...made, created: true };
   }
   const organization = organizationView(existing);
@@ -77,12 +78,6 @@ export async function ensureDevOrganization(opts: {
   }
   // The saved token is gone (revoked, or the file was removed): make another.
   const token = await createToken(db, organization.id, 'dev');
-  await writePrivate(file, token);
+  await writeFileAtomic(file, token + '\n');
   return { organization, token, created: false };
-}
-
-async function writePrivate(file: string, content: string): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, content + '\n', { mode: 0o600 });
-  await rename(tmp, file);
 }

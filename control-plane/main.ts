@@ -7,14 +7,12 @@ import pino from 'pino';
 import { logLevelSchema, nameSchema } from '../common/protocol';
 import { bootstrapOrganization, OrganizationExistsError } from './bootstrap';
 import { startControlPlane } from './server';
+import { parseHostPort } from '../common/net';
 
 function parseListen(value: string): { host: string; port: number } {
-  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
-  const port = match ? Number(match[3]) : NaN;
-  if (!match || port > 65_535) {
-    throw new InvalidArgumentError('use host:port, e.g. 127.0.0.1:8420 or [::]:8420');
-  }
-  return { host: (match[1] ?? match[2])!, port };
+  const listen = parseHostPort(value);
+  if (!listen) throw new InvalidArgumentError('use host:port, e.g. 127.0.0.1:8420 or [::]:8420');
+  return listen;
 }
 
 function parseUrl(value: string): string {

@@ -13,7 +13,7 @@ import { Buildkitd, describeExit, type BuildkitdExit } from './buildkitd';
 import { renderBuildkitdConfig } from './buildkitd-config';
 import { MachineAgentError, errorMessage } from './errors';
 import { backoffDelay, type BackoffPolicy } from './retry';
-import { writeFileAtomic } from './state';
+import { writeFileAtomic } from '../common/fs';
 
 export type BuildkitState = 'stopped' | 'starting' | 'ready' | 'failed';
 

@@ -2,10 +2,10 @@
 // files go. Everything is written atomically (temp file, fsync, rename) and secrets are 0600 in
 // a 0700 directory, so a crash at any point leaves either the old or the new file, and a
 // stopped-and-started machine resumes without registering again.
-import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
+import { writeFileAtomic } from '../common/fs';
 import { idSchema, tokenPattern } from '../common/protocol';
 import { MachineAgentError } from './errors';
 
@@ -17,25 +17,6 @@ const identitySchema = z.object({
   registeredAt: z.string(),
 });
 export type MachineIdentity = z.infer<typeof identitySchema>;
-
-/** Writes `data` to `file` so that readers see the old content or the new, never a mix. */
-export async function writeFileAtomic(file: string, data: string, mode = 0o600): Promise<void> {
-  const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  const handle = await open(temp, 'w', mode);
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await chmod(temp, mode); // the umask may have narrowed or the file may have existed
-  try {
-    await rename(temp, file);
-  } catch (err) {
-    await rm(temp, { force: true });
-    throw err;
-  }
-}
 
 export class StateDir {
   private constructor(readonly dir: string) {}

@@ -13,7 +13,7 @@ import {
   unmountVolume,
   waitForBlockDevice,
 } from './block-volume';
-import { writeFileAtomic } from './state';
+import { writeFileAtomic } from '../common/fs';
 
 export interface PreparedVolume {
   id: string;
