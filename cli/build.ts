@@ -84,18 +84,14 @@ async function waitForBuilder(
       failures = 0;
     } catch (err) {
       if (opts.signal.aborted) throw err;
-      if (
-        err instanceof ApiError &&
-        (err.code === 'unreachable' || err.status >= 500) &&
-        failures < 8
-      ) {
+      if (controlPlaneDown(err) && failures < 8) {
         failures++;
         opts.reporter.waiting(
           platform,
           `control plane unreachable, retrying (${err.message})`,
           performance.now() - startedAt,
         );
-        await delay(Math.min(250 * 2 ** failures, 5000) * (0.5 + Math.random() / 2), undefined, {
+        await delay(backoffMs(failures) * (0.5 + Math.random() / 2), undefined, {
           signal: opts.signal,
         });
         continue;
@@ -138,6 +134,14 @@ async function writeTlsFiles(
   await writeFile(files.keyFile, await pki.privateKeyToPem(key.privateKey), { mode: 0o600 });
   return { endpoint: builder.endpoint, serverName: builder.serverName, ...files };
 }
+
+/** An answer that says the control plane is away (restarting, unreachable), not that it refused. */
+function controlPlaneDown(err: unknown): err is ApiError {
+  return err instanceof ApiError && (err.code === 'unreachable' || err.status >= 500);
+}
+
+/** The pause before the n-th retry: 0.5 s doubling to 5 s. */
+const backoffMs = (attempt: number) => Math.min(250 * 2 ** attempt, 5000);
 
 /** Runs buildctl, streaming its progress through the reporter; resolves with its exit code. */
 function runBuildctl(
@@ -334,17 +338,13 @@ async function finish(
         timeoutMs: 10_000,
       });
     } catch (err) {
-      const retry =
-        err instanceof ApiError &&
-        (err.code === 'unreachable' || err.status >= 500) &&
-        performance.now() < deadline;
-      if (!retry) {
+      if (!controlPlaneDown(err) || performance.now() >= deadline) {
         // The build's heartbeats stop now: the control plane ends it on its own.
         reporter.warn(`could not report the result (${(err as Error).message})`);
         return undefined;
       }
       if (attempt === 1) reporter.warn(`reporting the result failed, retrying (${err.message})`);
-      await delay(Math.min(250 * 2 ** attempt, 5000));
+      await delay(backoffMs(attempt));
     }
   }
 }
