@@ -54,7 +54,7 @@ export async function agentConverges(logFile: string): Promise<Converge[]> {
   return out;
 }
 
-export interface MachineMilestones {
+interface MachineMilestones {
   /** The machine-agent's first line after `since`: Node started and its code loaded. */
   processStartedAt?: number;
   buildkitdReadyAt?: number;

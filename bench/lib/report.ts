@@ -6,7 +6,7 @@ import os from 'node:os';
 import { table } from '../../cli/table';
 import type { Summary } from './stats';
 
-export interface MachineInfo {
+interface MachineInfo {
   cores: number;
   cpu: string;
   memoryGiB: number;
@@ -15,7 +15,7 @@ export interface MachineInfo {
   commit: string;
 }
 
-export function machineInfo(): MachineInfo {
+function machineInfo(): MachineInfo {
   let commit = 'unknown';
   try {
     commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
@@ -33,7 +33,7 @@ export function machineInfo(): MachineInfo {
 }
 
 /** The 1, 5 and 15 minute load averages, two decimals. */
-export function loadAverage(): number[] {
+function loadAverage(): number[] {
   return os.loadavg().map((x) => Math.round(x * 100) / 100);
 }
 

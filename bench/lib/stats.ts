@@ -11,7 +11,7 @@ export interface Summary {
 }
 
 /** Nearest-rank percentile: the smallest value with at least p% of the values at or below it. */
-export function percentile(values: number[], p: number): number {
+function percentile(values: number[], p: number): number {
   if (values.length === 0) return NaN;
   const sorted = [...values].sort((a, b) => a - b);
   const rank = Math.max(1, Math.ceil((p / 100) * sorted.length));
