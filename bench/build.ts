@@ -7,7 +7,8 @@ import { copyFile, cp, mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { toolPath } from '../common/tools';
-import { buildctlArgs, hostPlatform, parseBuildFlags } from '../cli/build-spec';
+import { buildctlArgs, parseBuildFlags } from '../cli/build-spec';
+import { hostPlatform } from '../common/protocol';
 import { table } from '../cli/table';
 import { startDev, type Dev } from './lib/dev';
 import { startBareBuildkitd, type BareBuildkitd } from './lib/floor';
@@ -92,7 +93,7 @@ class Sides {
     const { out, log } = this.next('direct');
     const args = buildctlArgs(
       this.spec(contextDir, out),
-      hostPlatform(),
+      hostPlatform() ?? 'linux/amd64',
       {
         endpoint: this.bare.files.address,
         serverName: this.bare.files.serverName,

@@ -2,7 +2,7 @@
 // buildctl command line for one platform's builder. Pure functions: tested on their own.
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { platforms, type Platform } from '../common/protocol';
+import { hostPlatform, platforms, type Platform } from '../common/protocol';
 import { CliError } from './errors';
 
 export type ProgressMode = 'auto' | 'plain' | 'tty' | 'quiet';
@@ -49,16 +49,12 @@ const shortPlatforms: Record<string, Platform> = {
   'linux/aarch64': 'linux/arm64',
 };
 
-export function hostPlatform(): Platform {
-  return process.arch === 'arm64' ? 'linux/arm64' : 'linux/amd64';
-}
-
 function parsePlatforms(values: string[]): Platform[] {
   const list = values
     .flatMap((v) => v.split(','))
     .map((v) => v.trim())
     .filter(Boolean);
-  if (list.length === 0) return [hostPlatform()];
+  if (list.length === 0) return [hostPlatform() ?? 'linux/amd64'];
   const out: Platform[] = [];
   for (const item of list) {
     const platform = shortPlatforms[item.toLowerCase()];

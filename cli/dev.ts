@@ -8,13 +8,12 @@ import path from 'node:path';
 import { writeFileAtomic } from '../common/fs';
 import pino from 'pino';
 import { ApiClient, ApiError } from '../common/api';
-import { tokenPattern, type Connection } from '../common/protocol';
+import { hostPlatform, tokenPattern, type Connection } from '../common/protocol';
 import { ensureDevOrganization } from '../control-plane/bootstrap';
 import { startControlPlane } from '../control-plane/server';
 import { runCloudAgent } from '../agent/agent';
 import { machinesDir } from '../automation/layout';
 import { isAlive, terminateProcessesUnder } from '../automation/local/processes';
-import { hostPlatform } from './build-spec';
 import { CliError } from './errors';
 
 export interface DevOptions {
@@ -68,7 +67,7 @@ async function ensureConnection(
   opts: DevOptions,
   tokenFile: string,
 ): Promise<{ connection: Connection; token: string }> {
-  const platform = hostPlatform();
+  const platform = hostPlatform() ?? 'linux/amd64';
   const settings = {
     platforms: [platform],
     ...(opts.idleTimeoutSeconds ? { idleTimeoutSeconds: opts.idleTimeoutSeconds } : {}),

@@ -52,6 +52,13 @@ export const logLevelSchema = z
   .default('info');
 
 export const platforms = ['linux/amd64', 'linux/arm64'] as const;
+/** The platform this host builds natively, from Node's `process.arch`; null for any other. */
+export function hostPlatform(arch: string = process.arch): Platform | null {
+  if (arch === 'x64') return 'linux/amd64';
+  if (arch === 'arm64') return 'linux/arm64';
+  return null;
+}
+
 export const platformSchema = z.enum(platforms, {
   message: `must be one of ${platforms.join(', ')}`,
 });

@@ -4,7 +4,8 @@
 import test from 'ava';
 import { awsFleetSpec, cacheVolumeDevice } from '../automation/aws/spec';
 import { fleetDigest } from '../automation/fleet';
-import { hostPlatform, localFleetSpec } from '../automation/local/spec';
+import { hostPlatform } from '../common/protocol';
+import { localFleetSpec } from '../automation/local/spec';
 import { FleetSpecError } from '../automation/spec-error';
 import { awsConfig, fleet, machine, volume } from './helpers/fleet';
 

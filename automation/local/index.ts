@@ -8,7 +8,8 @@ import { observeLocal, removeLocalOrphans } from './observe';
 import { localFleetProgram } from './program';
 import { LocalMachine, LocalVolume, providerModuleEnv, providerModulePath } from './provider';
 import { machineAgentCommandEnv } from './provider-impl';
-import { hostPlatform, localFleetSpec } from './spec';
+import { hostPlatform } from '../../common/protocol';
+import { localFleetSpec } from './spec';
 
 export interface LocalProviderOptions {
   dataDir: string;

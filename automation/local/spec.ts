@@ -26,13 +26,6 @@ export interface LocalFleetSpec {
   capacityFailures: CapacityFailure[];
 }
 
-/** The platform of this host's builders, or null when BuildKit cannot run natively here. */
-export function hostPlatform(arch: string = process.arch): Platform | null {
-  if (arch === 'x64') return 'linux/amd64';
-  if (arch === 'arm64') return 'linux/arm64';
-  return null;
-}
-
 export function localFleetSpec(fleet: DesiredFleet, host: Platform | null): LocalFleetSpec {
   const problems = commonFleetProblems(fleet, 'local');
   assertNoProblems(problems);

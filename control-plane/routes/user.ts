@@ -1,12 +1,11 @@
 // What users and the CLI call with a user token: the organization and its tokens, connections,
 // projects, builds with their builders, machines, volumes and audit records. Every lookup is
 // scoped to the caller's organization; another organization's resource is simply not found.
-import os from 'node:os';
 import type { Knex } from 'knex';
 import {
   connectionSettingsSchema,
+  hostPlatform,
   type ConnectionSettings,
-  type Platform,
 } from '../../common/protocol';
 import { checkClientCsr, CsrError } from '../ca';
 import { num, type Db } from '../db';
@@ -52,11 +51,6 @@ type UserHandlers = Pick<
   | 'listMachines'
   | 'listVolumes'
 >;
-
-/** The platform of this host, the natural default of a local connection. */
-function hostPlatform(): Platform {
-  return os.arch() === 'arm64' ? 'linux/arm64' : 'linux/amd64';
-}
 
 function isUniqueViolation(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
@@ -198,7 +192,7 @@ export function userRoutes(svc: Services): UserHandlers {
       const now = Date.now();
       const given = givenSettings(rawBody);
       const settings = connectionSettingsSchema.parse({
-        ...(body.provider === 'local' ? { platforms: [hostPlatform()] } : {}),
+        ...(body.provider === 'local' ? { platforms: [hostPlatform() ?? 'linux/amd64'] } : {}),
         ...given,
       });
       const row = {
