@@ -4,6 +4,7 @@ import type { EngineEvent } from '@pulumi/pulumi/automation';
 import {
   urnName,
   type ChangeSummary,
+  type PreviewOutcome,
   type ResourceDiagnostic,
   type ResourceStep,
   type StackResource,
@@ -24,6 +25,17 @@ export class EventCollector {
   readonly resources: StackResource[] = [];
   summary: ChangeSummary | undefined;
   canceled = false;
+
+  /** The options every engine call of ours takes: plain text, no progress, events to here. */
+  engineOptions(signal?: AbortSignal) {
+    return { color: 'never' as const, suppressProgress: true, onEvent: this.onEvent, signal };
+  }
+
+  /** What a preview or refresh found, from its events (`fallback` when no summary came). */
+  outcome(diff: string, fallback: ChangeSummary = {}): PreviewOutcome {
+    const summary = this.summary ?? fallback;
+    return { summary, steps: this.steps, diff, hasChanges: summaryHasChanges(summary) };
+  }
 
   readonly onEvent = (event: EngineEvent): void => {
     const pre = event.resourcePreEvent?.metadata;

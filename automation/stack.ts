@@ -18,7 +18,7 @@ import {
 } from '@pulumi/pulumi/automation';
 import type { Logger } from 'pino';
 import { engineEnv, toolsDir } from '../common/tools';
-import { EventCollector, isFleetResource, summaryHasChanges } from './events';
+import { EventCollector, isFleetResource } from './events';
 import { urnName, type ConvergeOutcome, type PreviewOutcome, type StackResource } from './outcome';
 import { isAlive, terminateProcessesUnder } from './local/processes';
 import type { ProviderPlugin } from './provider';
@@ -265,20 +265,11 @@ export class FleetStack {
       let preview: PreviewOutcome;
       try {
         const result = await this.stack.preview({
+          ...previewEvents.engineOptions(opts.signal),
           diff: true,
-          color: 'never',
-          suppressProgress: true,
           refresh: opts.refresh,
-          onEvent: previewEvents.onEvent,
-          signal: opts.signal,
         });
-        const summary = previewEvents.summary ?? result.changeSummary;
-        preview = {
-          summary,
-          steps: previewEvents.steps,
-          diff: result.stdout,
-          hasChanges: summaryHasChanges(summary),
-        };
+        preview = previewEvents.outcome(result.stdout, result.changeSummary);
       } catch (err) {
         return this.failed(startedAt, null, previewEvents, err, opts.signal);
       }
@@ -301,13 +292,7 @@ export class FleetStack {
       }
       const upEvents = new EventCollector();
       try {
-        await this.stack.up({
-          color: 'never',
-          suppressProgress: true,
-          refresh: opts.refresh,
-          onEvent: upEvents.onEvent,
-          signal: opts.signal,
-        });
+        await this.stack.up({ ...upEvents.engineOptions(opts.signal), refresh: opts.refresh });
         return {
           result: 'succeeded',
           startedAt,
@@ -358,25 +343,16 @@ export class FleetStack {
   }
 
   /** Reads every resource back from the provider and records what it finds. */
-  refresh(
+  private refresh(
     opts: { clearPendingCreates?: boolean; signal?: AbortSignal } = {},
   ): Promise<PreviewOutcome> {
     return this.exclusive(async () => {
       const events = new EventCollector();
       const result = await this.stack.refresh({
-        color: 'never',
-        suppressProgress: true,
+        ...events.engineOptions(opts.signal),
         clearPendingCreates: opts.clearPendingCreates,
-        onEvent: events.onEvent,
-        signal: opts.signal,
       });
-      const summary = events.summary ?? {};
-      return {
-        summary,
-        steps: events.steps,
-        diff: result.stdout,
-        hasChanges: summaryHasChanges(summary),
-      };
+      return events.outcome(result.stdout);
     });
   }
 
@@ -384,24 +360,13 @@ export class FleetStack {
   driftCheck(opts: { signal?: AbortSignal } = {}): Promise<PreviewOutcome> {
     return this.exclusive(async () => {
       const events = new EventCollector();
-      const result = await this.stack.previewRefresh({
-        color: 'never',
-        suppressProgress: true,
-        onEvent: events.onEvent,
-        signal: opts.signal,
-      });
-      const summary = events.summary ?? result.changeSummary;
-      return {
-        summary,
-        steps: events.steps,
-        diff: result.stdout,
-        hasChanges: summaryHasChanges(summary),
-      };
+      const result = await this.stack.previewRefresh(events.engineOptions(opts.signal));
+      return events.outcome(result.stdout, result.changeSummary);
     });
   }
 
   /** Removes the stack's update lock. */
-  cancel(): Promise<void> {
+  private cancel(): Promise<void> {
     return this.exclusive(() => this.stack.cancel());
   }
 
