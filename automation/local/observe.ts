@@ -2,10 +2,11 @@
 // process works in it) and per volume under the agent's data directory.
 import { existsSync, readdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import { idSchema } from '../../common/protocol';
 import { machineDir, machinesDir, volumeDir, volumesDir } from '../layout';
 import type { FleetInventory, ObservedMachine, ObservedVolume } from '../provider';
-import { processesUnder, terminateProcessesUnder } from './processes';
+import { processesUnder, terminateProcessesUnder, type ProcessInfo } from './processes';
 
 const machineId = idSchema('machine');
 const volumeId = idSchema('volume');
@@ -22,9 +23,16 @@ export function observeLocal(dataDir: string): {
   machines: ObservedMachine[];
   volumes: ObservedVolume[];
 } {
-  const machines = ids(machinesDir(dataDir), machineId).map((id): ObservedMachine => {
+  // One walk of the process table for every machine: grouped by the machine directory they run in.
+  const root = machinesDir(dataDir);
+  const byMachine = new Map<string, ProcessInfo[]>();
+  for (const p of processesUnder(root)) {
+    const id = path.relative(path.resolve(root), p.cwd).split(path.sep)[0]!;
+    byMachine.set(id, [...(byMachine.get(id) ?? []), p]);
+  }
+  const machines = ids(root, machineId).map((id): ObservedMachine => {
     // The machine-agent is the root; its buildkitd shares its working directory.
-    const procs = processesUnder(machineDir(dataDir, id));
+    const procs = byMachine.get(id) ?? [];
     const pids = new Set(procs.map((p) => p.pid));
     const leader = procs.find((p) => !pids.has(p.ppid)) ?? procs[0];
     return leader

@@ -4,7 +4,7 @@
 // both are found again after a restart without trusting a pid file (pids are reused).
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as delay } from 'node:timers/promises';
+import { DeadlineError, waitFor } from '../../common/wait';
 
 export interface ProcessInfo {
   pid: number;
@@ -69,29 +69,33 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 export async function terminateProcessesUnder(dir: string, graceMs: number): Promise<number[]> {
   const found = new Set<number>();
   const termed = new Set<number>();
-  const deadline = performance.now() + graceMs;
-  let interval = 20;
-  for (;;) {
+  const gone = () => {
     const procs = processesUnder(dir);
-    if (procs.length === 0) break;
     const pids = new Set(procs.map((p) => p.pid));
-    for (const p of procs) found.add(p.pid);
-    if (performance.now() >= deadline) {
-      for (const p of procs) signal(p.pid, 'SIGKILL');
-      // SIGKILL cannot be refused; what remains are exits still being processed.
-      const killedAt = performance.now();
-      while (processesUnder(dir).length > 0 && performance.now() - killedAt < 5000) {
-        await delay(20);
-      }
-      break;
-    }
     for (const p of procs) {
+      found.add(p.pid);
       if (pids.has(p.ppid) || termed.has(p.pid)) continue;
       signal(p.pid, 'SIGTERM');
       termed.add(p.pid);
     }
-    await delay(Math.min(interval, Math.max(0, deadline - performance.now())));
-    interval = Math.min(interval * 2, 200);
+    return procs.length === 0;
+  };
+  const poll = { intervalMs: 20, maxIntervalMs: 200 };
+  try {
+    await waitFor(gone, { ...poll, timeoutMs: graceMs, what: `processes under ${dir} to end` });
+  } catch (err) {
+    if (!(err instanceof DeadlineError)) throw err;
+    for (const p of processesUnder(dir)) {
+      found.add(p.pid);
+      signal(p.pid, 'SIGKILL');
+    }
+    // SIGKILL cannot be refused; what remains are exits still being processed.
+    await waitFor(() => processesUnder(dir).length === 0, {
+      intervalMs: 20,
+      maxIntervalMs: 20,
+      timeoutMs: 5000,
+      what: `killed processes under ${dir} to be reaped`,
+    }).catch(() => undefined);
   }
   return [...found];
 }
