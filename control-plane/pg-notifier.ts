@@ -33,13 +33,16 @@ export class PostgresNotifier implements Notifier {
   notify(topics: Iterable<string>): void {
     const names = [...new Set(topics)];
     this.local.notify(names);
-    for (const topic of names) {
-      this.db
-        .raw('select pg_notify(?, ?)', [channel, `${this.replica} ${topic}`])
-        .catch((err: unknown) =>
-          // Other replicas then find out when their long-polls end; nothing is lost, only later.
-          this.log.warn({ err, topic }, 'could not send a wake-up to the other replicas'),
-        );
+    // A few notifications carry every topic (names hold no spaces), under PostgreSQL's 8000-byte
+    // payload limit, rather than one query per topic competing with requests for the pool.
+    for (const payload of payloads(this.replica, names)) {
+      this.db.raw('select pg_notify(?, ?)', [channel, payload]).catch((err: unknown) =>
+        // Other replicas then find out when their long-polls end; nothing is lost, only later.
+        this.log.warn(
+          { err, topics: names.length },
+          'could not send a wake-up to the other replicas',
+        ),
+      );
     }
   }
 
@@ -56,8 +59,8 @@ export class PostgresNotifier implements Notifier {
   private async listen(): Promise<void> {
     const client = new Client({ connectionString: this.url });
     client.on('notification', (msg) => {
-      const [from, topic] = (msg.payload ?? '').split(' ');
-      if (from !== this.replica && topic) this.local.notify([topic]);
+      const [from, ...names] = (msg.payload ?? '').split(' ');
+      if (from !== this.replica && names.length > 0) this.local.notify(names);
     });
     client.on('error', (err) => {
       this.log.warn({ err }, 'the LISTEN connection failed; reconnecting');
@@ -81,4 +84,21 @@ export class PostgresNotifier implements Notifier {
     }, reconnectMs);
     this.reconnect.unref();
   }
+}
+
+const maxPayloadBytes = 7900;
+
+/** `<replica> <topic> <topic> ...` lines, each under the payload limit. */
+function payloads(replica: string, names: string[]): string[] {
+  const out: string[] = [];
+  let current = replica;
+  for (const name of names) {
+    if (current !== replica && current.length + 1 + name.length > maxPayloadBytes) {
+      out.push(current);
+      current = replica;
+    }
+    current += ` ${name}`;
+  }
+  if (current !== replica) out.push(current);
+  return out;
 }
