@@ -55,6 +55,31 @@ function sqlite(dataDir: string): Db {
 }
 
 /** Numbers from bigint columns (PostgreSQL returns them as strings). */
+/** PostgreSQL's "could not serialize access": another transaction changed what this one read. */
+const serializationFailure = '40001';
+
+/**
+ * A transaction that sees one consistent state. SQLite serializes every transaction already; on
+ * PostgreSQL it reads one snapshot (repeatable read) and starts over, up to `attempts` times, when
+ * another transaction changed a row it writes. `fn` must be safe to run again.
+ */
+export async function snapshotTransaction<T>(
+  db: Db,
+  fn: (trx: Knex.Transaction) => Promise<T>,
+  opts: { attempts?: number; onRetry?: (attempt: number) => void } = {},
+): Promise<T> {
+  const postgres = db.client.config.client === 'pg';
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await db.transaction(fn, postgres ? { isolationLevel: 'repeatable read' } : undefined);
+    } catch (err) {
+      const conflict = (err as { code?: string }).code === serializationFailure;
+      if (!conflict || attempt >= (opts.attempts ?? 5)) throw err;
+      opts.onRetry?.(attempt);
+    }
+  }
+}
+
 export function num(value: unknown): number {
   return typeof value === 'number' ? value : Number(value);
 }

@@ -15,7 +15,7 @@ import {
   type Provider,
 } from '../common/protocol';
 import { mintMachineCa, signClientCertificate } from './ca';
-import { json, num, numOrNull, type Db } from './db';
+import { json, num, numOrNull, snapshotTransaction, type Db } from './db';
 import { newId } from './ids';
 import type { Metrics } from './metrics';
 import { topics, type Notifier } from './notifier';
@@ -35,9 +35,6 @@ const capacityMemoryMs = 10 * 60_000;
 /** Timers further out than this are re-armed by the pass they trigger. */
 const maxTimerMs = 60 * 60_000;
 const retryAfterFailureMs = 1000;
-/** PostgreSQL's "could not serialize access": another transaction changed a row first. */
-const serializationFailure = '40001';
-const maxPassAttempts = 5;
 /** CA and server certificate outlive the machine's lifetime by the longest build deadline. */
 const caSlackMs = 2 * 86_400_000;
 
@@ -245,38 +242,28 @@ export class Reconciler {
 
   private async pass(connectionId: string): Promise<void> {
     const { db, log } = this.o;
-    // The planner must see one consistent state. SQLite serializes every transaction; on
-    // PostgreSQL the pass reads one snapshot (repeatable read) and starts over when another
-    // transaction changed a row it writes.
-    const postgres = db.client.config.client === 'pg';
-    let effects: Effects;
-    for (let attempt = 1; ; attempt++) {
-      effects = { topics: new Set(), nextWakeAt: null, acquired: [] };
-      const current = effects;
-      try {
-        await db.transaction(
-          async (trx) => {
-            // Taking the connection's row first serializes passes: the write lock in SQLite,
-            // the row lock in PostgreSQL.
-            const locked = await trx('connections')
-              .where({ id: connectionId })
-              .increment('plan_version', 1);
-            if (!locked) return;
-            const now = Date.now();
-            const conn = await trx('connections').where({ id: connectionId }).first();
-            const input = await this.loadInput(trx, conn, now);
-            const output = plan(input);
-            await this.write(trx, conn, input, output, now, current);
-          },
-          postgres ? { isolationLevel: 'repeatable read' } : undefined,
-        );
-        break;
-      } catch (err) {
-        const conflict = (err as { code?: string }).code === serializationFailure;
-        if (!conflict || attempt >= maxPassAttempts) throw err;
-        log.debug({ connectionId, attempt }, 'planner pass met a concurrent change; again');
-      }
-    }
+    // The planner must see one consistent state; taking the connection's row first serializes
+    // passes (the write lock in SQLite, the row lock in PostgreSQL).
+    const effects = await snapshotTransaction(
+      db,
+      async (trx) => {
+        const out: Effects = { topics: new Set(), nextWakeAt: null, acquired: [] };
+        const locked = await trx('connections')
+          .where({ id: connectionId })
+          .increment('plan_version', 1);
+        if (!locked) return out;
+        const now = Date.now();
+        const conn = await trx('connections').where({ id: connectionId }).first();
+        const input = await this.loadInput(trx, conn, now);
+        const output = plan(input);
+        await this.write(trx, conn, input, output, now, out);
+        return out;
+      },
+      {
+        onRetry: (attempt) =>
+          log.debug({ connectionId, attempt }, 'planner pass met a concurrent change; again'),
+      },
+    );
     this.o.notifier.notify(effects.topics);
     for (const a of effects.acquired)
       this.o.metrics.acquireSeconds.observe({ path: a.path }, a.seconds);
