@@ -32,53 +32,43 @@ export function convergeReport(
   };
 }
 
-/** A converge that could not start (unbuildable fleet, stack unusable); nothing was changed. */
-export function failedReport(generation: number, error: string, at: Date): ApplyReport {
-  return {
-    generation,
-    kind: 'converge',
-    result: 'failed',
-    startedAt: at.toISOString(),
-    finishedAt: at.toISOString(),
-    summary: {},
-    steps: [],
-    diff: '',
-    error: cut(error, limits.error),
-    capacityFailures: [],
-    orphansRemoved: [],
-  };
-}
-
-/** A new generation that changes nothing to build: applied without a Pulumi run. */
-export function unchangedReport(generation: number, at: Date): ApplyReport {
-  return {
-    generation,
-    kind: 'converge',
-    result: 'succeeded',
-    startedAt: at.toISOString(),
-    finishedAt: at.toISOString(),
-    summary: {},
-    steps: [],
-    diff: '',
-    capacityFailures: [],
-    orphansRemoved: [],
-  };
-}
-
-/** Orphans found and removed between updates (with a drift check). */
-export function orphansReport(generation: number, startedAt: Date, removed: string[]): ApplyReport {
+/** A converge without a Pulumi run: nothing to show but its result and what `extra` adds. */
+function noRunReport(
+  generation: number,
+  startedAt: Date,
+  finishedAt: Date,
+  extra: Partial<ApplyReport> = {},
+): ApplyReport {
   return {
     generation,
     kind: 'converge',
     result: 'succeeded',
     startedAt: startedAt.toISOString(),
-    finishedAt: new Date().toISOString(),
+    finishedAt: finishedAt.toISOString(),
     summary: {},
     steps: [],
     diff: '',
     capacityFailures: [],
-    orphansRemoved: removed.slice(0, limits.orphans),
+    orphansRemoved: [],
+    ...extra,
   };
+}
+
+/** A converge that could not start (unbuildable fleet, stack unusable); nothing was changed. */
+export function failedReport(generation: number, error: string, at: Date): ApplyReport {
+  return noRunReport(generation, at, at, { result: 'failed', error: cut(error, limits.error) });
+}
+
+/** A new generation that changes nothing to build: applied without a Pulumi run. */
+export function unchangedReport(generation: number, at: Date): ApplyReport {
+  return noRunReport(generation, at, at);
+}
+
+/** Orphans found and removed between updates (with a drift check). */
+export function orphansReport(generation: number, startedAt: Date, removed: string[]): ApplyReport {
+  return noRunReport(generation, startedAt, new Date(), {
+    orphansRemoved: removed.slice(0, limits.orphans),
+  });
 }
 
 export function recoveryReport(
